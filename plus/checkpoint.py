@@ -1,0 +1,180 @@
+"""Checkpoint directories: save, load and resume, crash-safe.
+
+A checkpoint is a directory (DESIGN.md):
+
+    model.safetensors   every weight, heads and normalization buffers included
+    config.json         {"format": "plus", "stage": ..., "model": GPTConfig fields, ...extra}
+    tokenizer.json      the tokenizer, so a checkpoint is self-contained
+    trainer_state.json  step, data position, ...      } only what `--resume` needs to
+    optimizer.pt        optimizer state_dict          } continue exactly where a run
+    rng.pt              python / numpy / torch RNGs   } stopped
+    metrics.jsonl       one JSON object per logged step
+
+Atomicity. A crash in the middle of a save must never leave a directory that loads but
+holds half-new, half-old files. So a save writes everything into `<dir>.saving/`, then
+swaps directories: `<dir>` -> `<dir>.previous`, `<dir>.saving` -> `<dir>`, and finally
+deletes `<dir>.previous`. At every instant either `<dir>` or `<dir>.previous` is a
+complete checkpoint, and `resolve()` finds whichever exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "plus"
+WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+TRAINER_STATE, OPTIMIZER, RNG, METRICS = "trainer_state.json", "optimizer.pt", "rng.pt", "metrics.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing, incomplete or not ours."""
+
+
+def resolve(path) -> Path:
+    """The complete checkpoint at `path`, falling back to `<path>.previous` left by a
+    save that was interrupted between its two renames."""
+    path = Path(path)
+    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
+        return path
+    previous = path.with_name(path.name + ".previous")
+    if (previous / CONFIG).is_file() and (previous / WEIGHTS).is_file():
+        return previous
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    raise CheckpointError(f"{path}: not a checkpoint (needs {CONFIG} and {WEIGHTS})")
+
+
+def unique_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without aliases: a tied output head shares the embedding's storage and
+    safetensors refuses to store one tensor twice; the tie is restored by the model."""
+    out, seen = {}, set()
+    for name, tensor in module.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    path,
+    model: torch.nn.Module,
+    config: dict,
+    tokenizer=None,
+    trainer_state: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    metrics_file=None,
+) -> Path:
+    """Write a checkpoint directory atomically (see module docstring); returns its path.
+
+    `config` is stored as config.json (with "format": "plus" added). With `trainer_state`,
+    the optimizer and RNG states are saved too, for an exact `--resume`. `metrics_file`
+    (the live metrics.jsonl of the run) is copied in, so the directory tells its history.
+    """
+    path = Path(path)
+    staging = path.with_name(path.name + ".saving")
+    previous = path.with_name(path.name + ".previous")
+    if staging.exists():  # left over from a crash during an earlier save: never complete
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+
+    save_file(unique_state_dict(model), str(staging / WEIGHTS), metadata={"format": "pt"})
+    _write_json(staging / CONFIG, {**config, "format": FORMAT})
+    if tokenizer is not None:
+        tokenizer.save(staging / TOKENIZER)
+    if trainer_state is not None:
+        _write_json(staging / TRAINER_STATE, trainer_state)
+        torch.save(rng_state(), staging / RNG)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), staging / OPTIMIZER)
+    if metrics_file is not None and Path(metrics_file).is_file():
+        shutil.copyfile(metrics_file, staging / METRICS)
+
+    # The swap: at each moment one complete checkpoint exists at `path` or `previous`.
+    if previous.exists():
+        shutil.rmtree(previous)
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(staging, path)
+    if previous.exists():
+        shutil.rmtree(previous)
+    return path
+
+
+def load_config(path) -> dict:
+    path = resolve(path)
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / CONFIG}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path / CONFIG}: not a plus checkpoint config (no \"format\": \"plus\")")
+    return config
+
+
+def load_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
+    return load_file(str(resolve(path) / WEIGHTS), device=str(device))
+
+
+def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], allow_missing: tuple[str, ...] = ()) -> None:
+    """load_state_dict that tolerates only the aliases dropped by unique_state_dict (and
+    the names in `allow_missing`), and says precisely what does not fit."""
+    aliases = set(module.state_dict()) - set(unique_state_dict(module))
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if k not in aliases and not k.startswith(allow_missing)]
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def load_trainer_state(path) -> tuple[dict, dict | None, dict]:
+    """(trainer_state, optimizer_state or None, rng_state) for `--resume`."""
+    path = resolve(path)
+    if not (path / TRAINER_STATE).is_file():
+        raise CheckpointError(f"{path}: has no {TRAINER_STATE}; it was not saved for resuming")
+    state = json.loads((path / TRAINER_STATE).read_text())
+    optimizer = torch.load(path / OPTIMIZER, weights_only=False) if (path / OPTIMIZER).is_file() else None
+    rng = torch.load(path / RNG, weights_only=False)
+    return state, optimizer, rng
+
+
+def load_gpt(path, device="cpu"):
+    """(GPT, Tokenizer, config dict) from a policy checkpoint directory."""
+    from plus.gpt import GPT, GPTConfig
+    from plus.tokenizer import Tokenizer
+
+    path = resolve(path)
+    config = load_config(path)
+    if "model" not in config:
+        raise CheckpointError(f"{path / CONFIG}: missing the \"model\" section")
+    model = GPT(GPTConfig.from_dict(config["model"]))
+    load_into(model, load_state_dict(path))
+    tokenizer = Tokenizer.load(path / TOKENIZER)
+    return model.to(device), tokenizer, config

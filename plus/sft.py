@@ -1,0 +1,207 @@
+"""Next-token training: pretraining and supervised fine-tuning (SFT), one loop.
+
+Stiennon et al. 2020 §3.1 start every model from a pretrained decoder and fine-tune it to
+predict the reference TL;DRs; that "supervised baseline" initializes the reward model and
+the RL policy. Both stages minimize the same objective,
+
+    L(theta) = - (1 / |S|) * sum_{t in S} log p_theta(x_t | x_<t),
+
+averaged over the set S of target tokens of the whole global batch: every token of the
+corpus when pretraining; only the summary tokens (and the EOS that ends them) in SFT, so
+the model learns to write summaries, not to reproduce posts.
+
+Read top to bottom: derived sizes, data order, model and optimizer, (resume), the loop
+(accumulate micro-batches -> clip -> step -> log -> evaluate -> save), the final save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from kernels import token_logprobs
+from plus import checkpoint
+from plus.data import IGNORE_INDEX
+from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+
+
+def lr_at(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup for `warmup` steps, then cosine decay to min_lr_ratio * lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
+    # Decay only the matrices (linear weights, embeddings); biases and norm gains keep
+    # their scale. Parameters are deduplicated, so a tied head is stepped once.
+    params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=eps)
+
+
+def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
+    """(sum over target tokens of -log p, number of target tokens) for one micro-batch."""
+    input_ids = batch["input_ids"].to(device)
+    labels = batch["labels"].to(device)
+    mask = batch.get("attention_mask")
+    hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))
+    logprobs = token_logprobs(model_head(model).logits(hidden), labels)  # [B, T], 0 where ignored
+    return -logprobs.sum(), int((labels != IGNORE_INDEX).sum())
+
+
+def model_head(model):
+    """The GPT inside a DDP wrapper (for `.logits`)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches, device, ctx: Dist) -> float:
+    """Token-level mean loss over this rank's eval batches, summed across ranks."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64)
+    for batch in batches:
+        loss_sum, n = sequence_loss_sum(model, batch, device)
+        total += torch.tensor([float(loss_sum), n], dtype=torch.float64)
+    total = all_reduce_sum(ctx, total)
+    model.train()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def train(
+    *,
+    stage: str,
+    model: torch.nn.Module,
+    tokenizer,
+    dataset_size: int,
+    get_batch,                 # list of example indices -> batch dict (input_ids, labels[, attention_mask])
+    eval_batches: list[dict],  # this rank's share of the held-out batches
+    out_dir: Path,
+    config: dict,              # stored in config.json (model config and provenance)
+    args,
+    ctx: Dist,
+) -> dict:
+    """The loop shared by `--stage pretrain` and `--stage sft`. Returns final metrics."""
+    device = torch.device(args.device)
+
+    # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
+    per_step = args.micro_train_batch_size * ctx.world_size
+    if args.train_batch_size % per_step:
+        raise ValueError(
+            f"--train_batch_size {args.train_batch_size} must be a multiple of "
+            f"--micro_train_batch_size x processes = {per_step}")
+    accumulation = args.train_batch_size // per_step
+    steps_per_epoch = dataset_size // args.train_batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{dataset_size} examples are fewer than one global batch ({args.train_batch_size})")
+    max_steps = args.max_steps or steps_per_epoch * args.max_epochs
+    warmup = max(1, int(args.warmup_ratio * max_steps))
+
+    # ---- the data order: a fixed permutation per epoch, a function of (seed, epoch), so
+    # a resumed run sees exactly the batches the uninterrupted one would have.
+    def global_batch(step: int) -> list[int]:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        return order[offset * args.train_batch_size:(offset + 1) * args.train_batch_size].tolist()
+
+    # ---- model, optimizer, (resume) ---------------------------------------------------
+    model.to(device).train()
+    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
+    metrics_path = out_dir / checkpoint.METRICS
+    start_step = 0
+    if args.resume:
+        state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
+        if state.get("stage") != stage:
+            raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not {stage!r}")
+        checkpoint.load_into(model, checkpoint.load_state_dict(out_dir, device))
+        optimizer.load_state_dict(opt_state)
+        checkpoint.set_rng_state(rng)
+        start_step = state["step"]
+        print0(ctx, f"[{stage}] resuming from step {start_step} of {max_steps}")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint
+    ddp_model = DistributedDataParallel(model) if ctx.enabled else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and args.dtype == "bf16" else nullcontext())
+
+    def save(step: int):
+        if ctx.is_main:
+            checkpoint.save_checkpoint(
+                out_dir, model, config, tokenizer=tokenizer, optimizer=optimizer,
+                trainer_state={"stage": stage, "step": step, "max_steps": max_steps, "seed": args.seed},
+                metrics_file=metrics_path)
+        barrier(ctx)
+
+    print0(ctx, f"[{stage}] {dataset_size} examples, {max_steps} steps of {args.train_batch_size} "
+                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes), "
+                f"{model_head(model).num_params() / 1e6:.2f}M parameters")
+    bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
+               desc=stage, disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
+    last = {}
+    for step in bar:
+        t0 = time.perf_counter()
+        lr = lr_at(step, max_steps, args.learning_rate, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # Each rank takes its slice of the global batch and splits it into micro-batches.
+        mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
+        micro_batches = [get_batch(mine[i:i + args.micro_train_batch_size])
+                         for i in range(0, len(mine), args.micro_train_batch_size)]
+        # Normalize by the token count of the *global* batch so the gradient is the same
+        # whatever the split into ranks and micro-batches (DDP averages over ranks, hence
+        # the world-size factor).
+        n_tokens = int(all_reduce_sum(ctx, torch.tensor(
+            sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches))))
+        loss_total = 0.0
+        for i, batch in enumerate(micro_batches):
+            # Gradients are all-reduced only on the last micro-step; before that there is
+            # nothing to gain from syncing partial sums.
+            sync = i == len(micro_batches) - 1
+            with (nullcontext() if sync or not ctx.enabled else ddp_model.no_sync()), autocast:
+                loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
+                (loss_sum * ctx.world_size / n_tokens).backward()
+            loss_total += float(loss_sum)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        loss = float(all_reduce_sum(ctx, torch.tensor(loss_total, dtype=torch.float64))) / n_tokens
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"[{stage}] step {step + 1}: loss is {loss}; the last saved checkpoint is intact")
+        dt = time.perf_counter() - t0
+        tokens = sum(int(b["input_ids"].numel()) for b in micro_batches) * ctx.world_size
+        last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens / dt, "target_tokens": n_tokens}
+        if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_batches:
+            last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
+        if ctx.is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
+                            **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
+        if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
+            save(step + 1)
+    bar.close()
+    save(max_steps)
+    return last
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics lines up to `step` (all of them are dropped for a fresh run)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))

@@ -1,0 +1,61 @@
+"""Generate summaries from a policy checkpoint.
+
+    python sample.py --init_from runs/demo/sft --n 5              # world test posts
+    python sample.py --init_from runs/demo/sft --prompt "SUBREDDIT: r/..."
+    python sample.py --init_from runs/demo/sft --input my_posts.jsonl   # TL;DR-format records
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from plus import checkpoint, data
+from plus.generate import sample_texts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--init_from", default="runs/demo/sft", help="policy checkpoint directory")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--n", type=int, default=3, help="summarize N posts of the world's test split")
+    source.add_argument("--prompt", default=None, help="one prompt, used as given")
+    source.add_argument("--input", default=None, help=".jsonl/.json/.csv file of posts")
+    p.add_argument("--input_key", default=None, help="prompt field of --input (default: subreddit/title/post)")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--prompt_max_len", type=int, default=200)
+    p.add_argument("--generate_max_len", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    try:
+        model, tokenizer, _ = checkpoint.load_gpt(args.init_from, args.device)
+        if args.prompt is not None:
+            prompts = [data.truncate_prompt(tokenizer, args.prompt, args.prompt_max_len)]
+        elif args.input is not None:
+            prompts = data.load_file_records(
+                args.input, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
+                data.BadRecords("error"))
+        else:
+            from plus.synthetic import World
+            posts = World(args.seed).posts("test", args.n)
+            prompts = [data.truncate_query(tokenizer, q.subreddit, q.title, q.post, args.prompt_max_len) for q in posts]
+    except (data.DataError, checkpoint.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    texts, ended, _ = sample_texts(model, tokenizer, prompts, args.generate_max_len, temperature=args.temperature,
+                                   top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    for prompt, text, done in zip(prompts, texts, ended):
+        print(tokenizer.decode(prompt))
+        print(f"  ->{text}" + ("" if done else "  [no EOS]"))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
