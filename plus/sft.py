@@ -173,7 +173,7 @@ def train(
             with (nullcontext() if sync or not ctx.enabled else ddp_model.no_sync()), autocast:
                 loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
                 (loss_sum * ctx.world_size / n_tokens).backward()
-            loss_total += float(loss_sum)
+            loss_total += float(loss_sum.detach())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

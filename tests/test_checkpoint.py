@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from plus import checkpoint
+from plus.gpt import GPT, GPTConfig
+from plus.tokenizer import Tokenizer
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.gpt2_style(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=8))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(["hello world"] * 20, vocab_size=300)
+
+
+def save(path, model, tok, step=1):
+    return checkpoint.save_checkpoint(path, model, {"stage": "sft", "model": model.config.to_dict()}, tokenizer=tok,
+                                      trainer_state={"step": step}, optimizer=torch.optim.AdamW(model.parameters()))
+
+
+def test_round_trip(tmp_path, tok):
+    model = tiny(0)
+    save(tmp_path / "ck", model, tok)
+    loaded, tok2, config = checkpoint.load_gpt(tmp_path / "ck")
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert loaded.lm_head.weight is loaded.tok_emb.weight  # the tie survives
+    assert tok2.encode("hello world") == tok.encode("hello world")
+    assert config["stage"] == "sft" and checkpoint.load_trainer_state(tmp_path / "ck")[0] == {"step": 1}
+
+
+def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, tok, monkeypatch):
+    old, new = tiny(0), tiny(1)
+    save(tmp_path / "ck", old, tok, step=1)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    # A crash while the new files are being written: the old directory is untouched.
+    monkeypatch.setattr(checkpoint, "_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path / "ck", new, tok, step=2)
+    monkeypatch.undo()
+    loaded, _, _ = checkpoint.load_gpt(tmp_path / "ck")
+    assert torch.equal(loaded.tok_emb.weight, old.tok_emb.weight)
+
+    # A crash between the two renames: only <dir>.previous exists, and it still loads.
+    real_replace = checkpoint.os.replace
+
+    def replace_then_crash(src, dst):
+        if str(dst) == str(tmp_path / "ck"):  # ck -> ck.previous happened; ck.saving -> ck dies
+            raise KeyboardInterrupt("killed between renames")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path / "ck", new, tok, step=2)
+    monkeypatch.undo()
+    assert not (tmp_path / "ck").exists()
+    loaded, _, _ = checkpoint.load_gpt(tmp_path / "ck")
+    assert torch.equal(loaded.tok_emb.weight, old.tok_emb.weight)
+    assert checkpoint.load_trainer_state(tmp_path / "ck")[0]["step"] == 1
+
+    # The next save completes normally and cleans up.
+    save(tmp_path / "ck", new, tok, step=3)
+    loaded, _, _ = checkpoint.load_gpt(tmp_path / "ck")
+    assert torch.equal(loaded.tok_emb.weight, new.tok_emb.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_errors_name_the_directory(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
+        checkpoint.load_gpt(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint"):
+        checkpoint.load_gpt(tmp_path / "empty")

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from plus import data
+from plus.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    corpus = ["SUBREDDIT: r/dating\n\nTITLE: a title\n\nPOST: my friend and I went out.\n\nTL;DR: we went out"] * 50
+    return Tokenizer.train(corpus, vocab_size=300)
+
+
+def test_query_format_is_stiennons():
+    assert data.format_query("tifu", "T", "P") == "SUBREDDIT: r/tifu\n\nTITLE: T\n\nPOST: P\n\nTL;DR:"
+
+
+def test_collate_sft_masks_prompt_and_padding_by_hand():
+    examples = [data.SFTExample(prompt=[10, 11, 12], response=[20, 21, 1]),
+                data.SFTExample(prompt=[13], response=[22, 1])]
+    batch = data.collate_sft(examples, pad_id=0)
+    I = data.IGNORE_INDEX
+    assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21, 1], [13, 22, 1, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
+    # Position t predicts token t+1: only positions whose next token is in the response count.
+    assert batch["labels"].tolist() == [[I, I, 20, 21, 1, I], [22, 1, I, I, I, I]]
+
+
+def test_response_ids_has_leading_space_and_eos(tok):
+    ids = data.response_ids(tok, "we went out", 48)
+    assert ids[-1] == tok.eos_id
+    assert tok.decode(ids[:-1]) == " we went out"
+    assert data.response_ids(tok, "we went out", 2) == ids[:2]  # cut, EOS only if it fits
+
+
+def test_truncate_query_drops_post_paragraphs_then_words(tok):
+    post = "first paragraph here.\nsecond paragraph here.\nthird one is here too."
+    full = tok.encode(data.format_query("dating", "a title", post))
+    two = tok.encode(data.format_query("dating", "a title", "first paragraph here.\nsecond paragraph here."))
+    assert data.truncate_query(tok, "dating", "a title", post, len(full)) == full
+    assert data.truncate_query(tok, "dating", "a title", post, len(full) - 1) == two
+    short = data.truncate_query(tok, "dating", "a title", "word " * 200, 60)
+    assert len(short) <= 60 and tok.decode(short).endswith("\n\nTL;DR:")
+
+
+def test_truncate_prompt_keeps_the_end_at_a_newline(tok):
+    prompt = "line one\nline two\nfinal question"
+    ids = data.truncate_prompt(tok, prompt, len(tok.encode("line two\nfinal question")))
+    assert tok.decode(ids) == "line two\nfinal question"
+
+
+def write(tmp_path, name, content: bytes | str):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+GOOD = {"subreddit": "dating", "title": "t", "post": "my friend and I", "summary": "we went out"}
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "invalid JSON"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "summary"}), "missing key 'summary'"),
+    (json.dumps({**GOOD, "summary": "  "}), "'summary' is empty"),
+    (json.dumps({**GOOD, "summary": 3}), "'summary' should be a string, got int"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_bad_jsonl_record_names_file_and_line(tmp_path, tok, line, problem):
+    path = write(tmp_path, "d.jsonl", json.dumps(GOOD) + "\n\n" + line + "\n" + json.dumps(GOOD) + "\n")
+    with pytest.raises(data.DataError) as err:
+        data.load_sft_examples(str(path), tok)
+    assert str(err.value).startswith(f"{path}:3: ") and problem in str(err.value)
+    examples, bad = data.load_sft_examples(str(path), tok, on_bad_record="skip")
+    assert len(examples) == 2 and bad.total == 1
+
+
+def test_undecodable_bytes(tmp_path, tok):
+    path = write(tmp_path, "d.jsonl", json.dumps(GOOD).encode() + b"\n" + b'{"post": "\xff\xfe"}\n')
+    with pytest.raises(data.DataError, match=r"d\.jsonl:2: undecodable bytes"):
+        data.load_sft_examples(str(path), tok)
+
+
+def test_json_array_and_csv_report_lines(tmp_path, tok):
+    arr = write(tmp_path, "d.json", "[\n" + json.dumps(GOOD) + ",\n" + json.dumps({**GOOD, "title": 5}) + "\n]")
+    with pytest.raises(data.DataError, match=r"d\.json:3: 'title' should be a string"):
+        data.load_sft_examples(str(arr), tok)
+    csv_path = write(tmp_path, "d.csv", "subreddit,title,post,summary\ndating,t,p,s\ndating,t,,s\n")
+    with pytest.raises(data.DataError, match=r"d\.csv:3: 'post' is empty"):
+        data.load_sft_examples(str(csv_path), tok)
+
+
+def test_key_mapping(tmp_path, tok):
+    path = write(tmp_path, "d.jsonl", json.dumps({"question": "why is the sky blue", "answer": "light"}) + "\n")
+    (ex,), _ = data.load_sft_examples(str(path), tok, input_key="question", output_key="answer")
+    assert tok.decode(ex.prompt) == "why is the sky blue"
+    assert tok.decode(ex.response) == " light"
+
+
+def test_pretrain_blocks_are_consecutive_windows(tok):
+    texts = ["my friend", "we went out", "a title"] * 20
+    blocks = data.pretrain_blocks(tok, iter(texts), block_size=8, n_blocks=3)
+    stream = []
+    for t in texts:
+        stream += tok.encode(t) + [tok.eos_id]
+    assert blocks.tolist() == [stream[0:9], stream[8:17], stream[16:25]]

@@ -1,0 +1,133 @@
+import json
+import math
+
+import pytest
+import torch
+
+import train
+from plus import checkpoint, data, sft
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model whose logits are a fixed tensor, so the loss can be done by hand."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.fixed = logits
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.fixed
+
+    def logits(self, hidden):
+        return hidden
+
+
+def test_sft_loss_by_hand_with_prompt_masking():
+    # prompt [5, 6], response [7, 8]: positions 1 and 2 predict 7 and 8; position 0 predicts
+    # a prompt token and position 3 nothing, so neither counts.
+    batch = data.collate_sft([data.SFTExample(prompt=[5, 6], response=[7, 8])], pad_id=0)
+    logits = torch.zeros(1, 4, 10)
+    logits[0, 1, 7] = 2.0    # p(7) = e^2 / (e^2 + 9)
+    logits[0, 2, 8] = -1.0   # p(8) = e^-1 / (e^-1 + 9)
+    logits[0, 0, 6] = -50.0  # would dominate the loss if the prompt were not masked
+    loss_sum, n = sft.sequence_loss_sum(FixedLogits(logits), batch, "cpu")
+    expected = -(math.log(math.e ** 2 / (math.e ** 2 + 9)) + math.log(math.e ** -1 / (math.e ** -1 + 9)))
+    assert n == 2
+    assert float(loss_sum) == pytest.approx(expected, rel=1e-6)
+
+
+def test_lr_schedule_by_hand():
+    assert sft.lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert sft.lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert sft.lr_at(55, 100, 1.0, warmup=10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert sft.lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    words = "my friend and i went out to the park after work and we talked about money".split()
+    with open(d / "corpus.jsonl", "w") as f:
+        for i in range(300):
+            f.write(json.dumps({"text": " ".join(words[(i + k) % len(words)] for k in range(20))}) + "\n")
+    with open(d / "tldr.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"subreddit": "dating", "title": f"title {i}", "post": " ".join(words[i % 5:]),
+                                "summary": " ".join(words[i % 7: i % 7 + 5])}) + "\n")
+    return d
+
+
+TINY = ["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--vocab_size", "300", "--max_len", "32"]
+
+
+def run(*argv):
+    assert train.main(list(argv) + ["--no_progress"]) == 0
+
+
+@pytest.fixture(scope="module")
+def pretrained(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run("--stage", "pretrain", "--dataset", str(files / "corpus.jsonl"), "--out_dir", str(out), *TINY,
+        "--max_steps", "3", "--train_batch_size", "4", "--micro_train_batch_size", "2", "--n_eval", "4")
+    return out
+
+
+def sft_args(files, out, *extra):
+    return ("--stage", "sft", "--dataset", str(files / "tldr.jsonl"), "--eval_dataset", str(files / "tldr.jsonl"),
+            "--out_dir", str(out), "--max_steps", "6", "--train_batch_size", "4", "--micro_train_batch_size", "2",
+            "--n_eval", "4", "--max_epochs", "2", "--eval_steps", "0", *extra)
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(files, pretrained, tmp_path, monkeypatch):
+    init = ("--init_from", str(pretrained / "pretrain"))
+    run(*sft_args(files, tmp_path / "a", *init))
+
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the step-3 save")
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(list(sft_args(files, tmp_path / "b", *init, "--save_steps", "3")) + ["--no_progress"])
+    monkeypatch.undo()
+    assert checkpoint.load_trainer_state(tmp_path / "b" / "sft")[0]["step"] == 3
+    run(*sft_args(files, tmp_path / "b", "--resume"))
+
+    a = checkpoint.load_state_dict(tmp_path / "a" / "sft")
+    b = checkpoint.load_state_dict(tmp_path / "b" / "sft")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    losses = lambda d: [json.loads(l)["loss"] for l in (d / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 6
+
+
+def test_gradient_accumulation_matches_one_big_batch(files, pretrained, tmp_path):
+    init = ("--init_from", str(pretrained / "pretrain"))
+    run(*sft_args(files, tmp_path / "acc", *init))  # 4 = 2 x 2 accumulation
+    run(*sft_args(files, tmp_path / "big", *init), "--micro_train_batch_size", "4")  # the last flag wins
+    a = checkpoint.load_state_dict(tmp_path / "acc" / "sft")
+    b = checkpoint.load_state_dict(tmp_path / "big" / "sft")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bad_record_fails_before_any_step(files, pretrained, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    lines = (files / "tldr.jsonl").read_text().splitlines()
+    lines[6] = lines[6].replace('"summary"', '"summry"')
+    bad.write_text("\n".join(lines) + "\n")
+    code = train.main(["--stage", "sft", "--dataset", str(bad), "--init_from", str(pretrained / "pretrain"),
+                       "--out_dir", str(tmp_path), "--no_progress"])
+    assert code == 1
+    assert f"{bad}:7: missing key 'summary'" in capsys.readouterr().err
+    assert not (tmp_path / "sft").exists()
+
+
+def test_contradictory_flags_are_errors(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "sft", "--n_layer", "3"])
+    assert "--n_layer only applies to --stage pretrain" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "sft", "--bogus_flag", "1"])
