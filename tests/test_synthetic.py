@@ -1,0 +1,292 @@
+"""Tests for plus/synthetic.py: the world, its gold judge and its simulated labelers.
+
+Expected values come from elsewhere: a hand-scored summary, plain loops over the
+world's tables, a regenerated post in a fresh process, the closed-form labeler
+probability, and round trips through the exported files.
+"""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from plus import synthetic as S
+
+# A hand-made post, independent of the generator (facts written out, text typed in).
+HAND_POST = S.Post(
+    id="hand-1",
+    subreddit="relationships",
+    title="My boyfriend cheated on me",
+    post=("My boyfriend (26M) and I (24F) have been together for 3 years. Last week I found out that he "
+          "cheated on me with someone from his work. The problem is we just signed a lease together. "
+          "I feel so betrayed right now. I work as a nurse at a small clinic. Should I break up with him?"),
+    summary="My boyfriend (26M) of 3 years cheated on me. We share a lease.",
+    facts={
+        "narrator": {"age": 24, "gender": "F"},
+        "other": {"relation": "boyfriend", "age": 26, "gender": "M", "name": None},
+        "quantity": {"kind": "duration", "value": 3, "unit": "year"},
+        "event": "cheated", "complication": "lease", "feeling": "betrayed", "question": "break_up",
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def posts():
+    return S.World(7).posts("test", 200)
+
+
+@pytest.fixture(scope="module")
+def comparisons():
+    return S.make_comparisons(S.World(0), "valid", 2000, seed=3)
+
+
+# ---- the world ------------------------------------------------------------------------
+def test_posts_are_deterministic_and_splits_differ():
+    a, b = S.make_post(12, "train", seed=0), S.make_post(12, "train", seed=0)
+    assert a == b
+    assert a.id == "s0-train-000012"
+    assert S.post_from_id(a.id) == a
+    assert S.World(0).posts("train", 3, start=11)[1] == a
+    for other in (S.make_post(12, "train", seed=1), S.make_post(12, "valid", seed=0), S.make_post(13, "train", 0)):
+        assert (other.title, other.post) != (a.title, a.post)
+    assert a.query() == f"SUBREDDIT: r/{a.subreddit}\n\nTITLE: {a.title}\n\nPOST: {a.post}\n\nTL;DR:"
+    json.dumps(a.facts)  # the latent facts are JSON-serializable
+
+
+def test_posts_do_not_depend_on_the_process_hash_seed():
+    code = "from plus.synthetic import make_post; p = make_post(5, 'valid', 2); print(p.post + p.summary)"
+    outs = set()
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=os.getcwd())
+        outs.add(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                check=True).stdout.strip())
+    p = S.make_post(5, "valid", 2)
+    assert outs == {p.post + p.summary}
+
+
+def test_world_has_over_a_million_distinct_posts():
+    # One (subreddit, relation, event) alone, counted from the tables by hand: intros x
+    # (no background + backgrounds) x event sentences x (no detail + details) x
+    # complication sentences x feeling sentences x question sentences x 2 orders x
+    # ordered choices of 1-4 distractors x (no closer + closers).
+    g = S.ROMANCE
+    cheated = next(e for e in g.events if e.name == "cheated")
+    d = len(S.DISTRACTORS)
+    one = (len(g.intros) * (1 + len(g.background)) * len(cheated.post) * (1 + len(cheated.detail))
+           * sum(len(c.post) for c in g.complications)
+           * sum(len(S.FEELING_FACTS[f].post) for f in g.feelings)
+           * sum(len(q.post) for q in g.questions)
+           * 2 * (d + d * (d - 1) + d * (d - 1) * (d - 2) + d * (d - 1) * (d - 2) * (d - 3))
+           * (1 + len(S.CLOSERS)))
+    assert one > 1e6
+    assert S.count_post_variants() > 50 * one  # dozens of such combinations
+    bodies = [p.post for p in S.World(0).posts("train", 2000)]
+    assert len(set(bodies)) == 2000
+
+
+def test_post_and_reference_lengths():
+    posts = S.World(1).posts("train", 300)
+    post_words = [len(p.post.split()) for p in posts]
+    ref_words = [len(p.summary.split()) for p in posts]
+    assert min(post_words) >= 50 and max(post_words) <= 140
+    assert 65 <= sum(post_words) / len(posts) <= 100
+    assert 15 <= sum(ref_words) / len(posts) <= 30
+    assert max(len(S.complete_summary(p).split()) for p in posts) <= 40
+
+
+def test_judge_reads_exactly_the_facts_the_text_states(posts):
+    """The post body states every fact and nothing foreign; the reference states exactly
+    the facts its plan kept. Checks the surface forms against the recognizers."""
+    for p in posts:
+        body = S.gold_breakdown(p, p.title + ". " + p.post)
+        assert body["error_list"] == [] and all(body["covered"].values()), p.id
+        ref = S.gold_breakdown(p, p.summary)
+        expected = {**p.facts["reference"]["keep"], "event": True, "relation": True}
+        assert ref["covered"] == expected, (p.id, p.summary)
+        assert ref["error_list"] == [] and ref["fluency"] == 1.0 and ref["repeats"] == 0
+        complete = S.gold_breakdown(p, S.complete_summary(p))
+        assert all(complete["covered"].values()) and complete["error_list"] == []
+
+
+# ---- the gold judge ---------------------------------------------------------------------
+def test_hand_scored_summary():
+    # "My bf (26M) of 3 years cheated on me (24F). Should I break up with him?": 16 words.
+    # Covers event 3 + relation 1 + other's age 0.5 + duration 1 + narrator 0.5 +
+    # question 1 = 7.0; no errors; brevity 0.04 * 16 = 0.64; 1.3 * 16 < 48; no repeats.
+    good = "My bf (26M) of 3 years cheated on me (24F). Should I break up with him?"
+    b = S.gold_breakdown(HAND_POST, good)
+    assert b["fluency"] == 1.0 and b["n_words"] == 16
+    assert b["score"] == pytest.approx(7.0 - 0.64, abs=1e-9)
+    # "My gf (26F) of 4 years cheated on me (24F). I feel angry.": 13 words. Covers the
+    # event 3 + narrator 0.5; errors: girlfriend not in the post, a 26F tag not in the
+    # post, 4 years not in the post, a feeling (angry) the post does not have: 4 x 2.0.
+    bad = "My gf (26F) of 4 years cheated on me (24F). I feel angry."
+    b = S.gold_breakdown(HAND_POST, bad)
+    assert len(b["error_list"]) == 4
+    assert b["n_words"] == 13
+    assert b["score"] == pytest.approx(3.5 - 8.0 - 0.04 * 13, abs=1e-9)
+    # a tag on the wrong person: 26M is the boyfriend, not the narrator
+    swapped = S.gold_breakdown(HAND_POST, "I (26M) found out my bf cheated on me.")
+    assert len(swapped["error_list"]) == 1 and not swapped["covered"]["narrator"]
+
+
+def test_gold_orderings_on_many_posts(posts):
+    rng = random.Random(0)
+    wins = {"ref>drop": 0, "drop>swap": 0, "ref>invent": 0, "complete>ref": 0, "garbage lowest": 0}
+    incomplete = 0
+    for p in posts:
+        ref = S.gold_score(p, p.summary)
+        drop = S.gold_score(p, S.perturb(p, "drop_fact", rng))
+        swap = S.gold_score(p, S.perturb(p, "swap_value", rng))
+        wins["ref>drop"] += ref > drop
+        wins["drop>swap"] += drop > swap
+        wins["ref>invent"] += ref > S.gold_score(p, S.perturb(p, "invent_fact", rng))
+        if not all(p.facts["reference"]["keep"].values()):
+            incomplete += 1
+            wins["complete>ref"] += S.gold_score(p, S.complete_summary(p)) > ref
+        others = [S.gold_score(p, S.perturb(p, k, rng)) for k in S.PERTURBATIONS if k not in ("salad", "empty")]
+        garbage = [S.gold_score(p, S.perturb(p, k, rng)) for k in ("salad", "empty")]
+        wins["garbage lowest"] += max(garbage) < min(others + [ref])
+    assert incomplete > 150
+    for name, count in wins.items():
+        assert count >= 0.95 * (incomplete if name == "complete>ref" else len(posts)), name
+    assert S.gold_score(p, "") == S.EMPTY_SCORE and S.gold_score(p, " \n ") == S.EMPTY_SCORE
+
+
+def test_length_repetition_and_word_salad():
+    ref = HAND_POST.summary
+    long = ref + " I work as a nurse at a small clinic. It has been raining all week here. " \
+                 "I have been going to the gym a lot lately. I like hiking and cooking."
+    words = len(long.split())
+    b = S.gold_breakdown(HAND_POST, long)
+    assert b["terms"]["length"] == pytest.approx(-S.LENGTH_PENALTY * (1.3 * words - 48))
+    assert b["score"] < S.gold_score(HAND_POST, ref)
+
+    twice = "my bf cheated on me. my bf cheated on me."
+    tokens = twice.replace(".", "").split()
+    trigrams = [tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)]
+    repeats = sum(trigrams[i] in trigrams[:i] for i in range(len(trigrams)))  # plain loop: 3
+    b = S.gold_breakdown(HAND_POST, twice)
+    assert b["repeats"] == repeats == 3
+    assert b["terms"]["repetition"] == -S.REPEAT_PENALTY * 3
+    assert b["score"] < S.gold_score(HAND_POST, "my bf cheated on me.")
+
+    salad = "lease share years. (26M) my We cheated a of on 3 me boyfriend"
+    nonsense = "zorp quantum blimp glorx frobnicate widget"
+    for garbage in (salad, nonsense):
+        b = S.gold_breakdown(HAND_POST, garbage)
+        assert b["fluency"] < 0.5 and b["score"] < 0
+    assert S.gold_breakdown(HAND_POST, nonsense)["oov"] == 1.0
+
+
+def test_weights_change_the_ordering():
+    feeling = "My boyfriend (26M) cheated on me. I feel betrayed."
+    complication = "My boyfriend (26M) cheated on me. We just signed a lease together."
+    question = "My boyfriend (26M) cheated on me. Should I break up with him?"
+    full = "I (24F) found out my boyfriend (26M) of 3 years cheated on me. We share a lease. I feel betrayed. " \
+           "Should I break up with him?"
+    short = "My boyfriend cheated on me."
+
+    def prefers(a, b, weights=None):
+        return S.gold_preference(HAND_POST, a, b, weights) == 1.0
+
+    assert prefers(complication, feeling) and prefers(feeling, complication, {"feelings": 3, "events": 0.5})
+    assert prefers(feeling, question) and prefers(question, feeling, {"question": 2})
+    assert prefers(full, short) and prefers(short, full, {"brevity": 10})
+    casual = "My bf (26M) cheated on me and I'm so betrayed."
+    formal = "My boyfriend (26M) cheated on me and I am so betrayed."
+    assert S.gold_breakdown(HAND_POST, casual)["style"] == -1.0
+    assert S.gold_breakdown(HAND_POST, formal)["style"] == 1.0
+    assert prefers(casual, formal)  # neutral by default: only one word shorter
+    assert S.gold_score(HAND_POST, casual) - S.gold_score(HAND_POST, formal) == pytest.approx(S.BREVITY_COST)
+    assert prefers(formal, casual, {"formality": 1}) and prefers(casual, formal, {"formality": -1})
+    with pytest.raises(S.SyntheticWorldError):
+        S.gold_score(HAND_POST, casual, {"concision": 1})
+
+
+# ---- labelers and comparisons -----------------------------------------------------------
+def test_labeler_matches_the_bradley_terry_probability():
+    labeler = S.Labeler(tau=1.5, seed=4)
+    n, gap = 20000, 1.0
+    picks_a = sum(labeler.choose_scores(gap, 0.0) == 0 for _ in range(n)) / n
+    p = 1 / (1 + math.exp(-gap / 1.5))
+    assert abs(picks_a - p) < 4 * math.sqrt(p * (1 - p) / n)
+    noiseless = S.Labeler(tau=1e-6)
+    good, bad = HAND_POST.summary, "My boyfriend cheated."
+    assert all(noiseless.choose(HAND_POST, good, bad) == 0 and noiseless.choose(HAND_POST, bad, good) == 1
+               for _ in range(20))
+
+
+def test_labelers_agree_with_gold_about_75_percent(comparisons):
+    assert len(comparisons) == 2000
+    agreement = sum(r["choice"] == r["gold_choice"] for r in comparisons) / len(comparisons)
+    assert 0.70 <= agreement <= 0.80
+    # The constant is calibrated: the expected agreement, recomputed from the gold scores of
+    # these pairs (another split and seed than the calibration), is close to 75%.
+    expected = 0.0
+    for r in comparisons[:600]:
+        post = S.post_from_id(r["info"]["id"])
+        a, b = (S.gold_score(post, s["text"]) for s in r["summaries"])
+        assert r["gold_choice"] == (0 if a > b else 1)
+        expected += 1 / (1 + math.exp(-abs(a - b) / S.LABELER_TAU))
+    assert abs(expected / 600 - 0.75) < 0.03
+
+
+def test_comparisons_with_policy_samples():
+    posts = S.World(0).posts("train", 3)
+    samples = {p.id: [S.complete_summary(p), p.summary + " So yeah.", "my bf cheated"] for p in posts}
+    records = S.make_comparisons(S.World(0), "train", 12, seed=1, policy_samples=samples)
+    assert [r["info"]["id"] for r in records] == [p.id for p in posts] * 4
+    for r in records:
+        assert "policy" in [s["policy"] for s in r["summaries"]]
+        assert r["summaries"][0]["text"] != r["summaries"][1]["text"]
+
+
+def test_corpus_is_lazy_deterministic_and_mixed():
+    world = S.World(2)
+    texts = list(world.corpus(200))
+    assert texts == list(S.World(2).corpus(200))
+    assert list(world.corpus(5, start=100)) == texts[100:105]
+    assert all(t.startswith("SUBREDDIT: r/") and "\n\nPOST: " in t for t in texts)
+    with_tldr = [t for t in texts if "\n\nTL;DR: " in t]
+    assert 60 < len(with_tldr) < 140
+    post = S.make_post(0, "corpus", 2)
+    assert texts[0].startswith(f"SUBREDDIT: r/{post.subreddit}\n\nTITLE: {post.title}\n\nPOST: {post.post}")
+
+
+def test_bad_input_is_a_clear_error():
+    for call in (lambda: S.make_post(0, "dev"), lambda: S.post_from_id("t3_abc"),
+                 lambda: S.perturb(HAND_POST, "shout", random.Random(0)), lambda: S.World().posts("train", None),
+                 lambda: S.Labeler(tau=0)):
+        with pytest.raises(S.SyntheticWorldError):
+            call()
+
+
+# ---- export -------------------------------------------------------------------------------
+def test_export_writes_the_openai_formats(tmp_path, capsys):
+    S.main(["--export", str(tmp_path), "--seed", "5", "--n_train", "4", "--n_valid", "3", "--n_test", "2",
+            "--n_comparisons", "8"])
+    assert "comparisons_valid.jsonl (2 records)" in capsys.readouterr().out
+    counts = {"train.jsonl": 4, "valid.jsonl": 3, "test.jsonl": 2, "comparisons_train.jsonl": 8,
+              "comparisons_valid.jsonl": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(counts)
+    for name, count in counts.items():
+        records = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        assert len(records) == count
+        for r in records:
+            if name.startswith("comparisons"):
+                assert set(r) == {"info", "summaries", "choice", "worker", "batch", "split", "extra", "gold_choice"}
+                assert set(r["info"]) == {"id", "post", "title", "subreddit"}
+                assert [set(s) for s in r["summaries"]] == [{"text", "policy", "note"}] * 2
+                assert r["choice"] in (0, 1) and r["gold_choice"] in (0, 1) and 1 <= r["extra"]["confidence"] <= 9
+                assert S.post_from_id(r["info"]["id"]).post == r["info"]["post"]
+            else:
+                assert set(r) == {"id", "subreddit", "title", "post", "summary"}
+                post = S.post_from_id(r["id"])
+                assert (post.subreddit, post.title, post.post, post.summary) == \
+                       (r["subreddit"], r["title"], r["post"], r["summary"])
+    assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["id"] == "s5-train-000000"
