@@ -1919,22 +1919,24 @@ class World:
         return [make_post(i, split, self.seed) for i in range(start, start + n)]
 
     def corpus(self, n: int, start: int = 0) -> Iterator[str]:
-        """Pretraining texts from the "corpus" split, generated lazily: half are posts alone
-        (the query format without the TL;DR line), half are queries followed by a TL;DR
-        of varying quality (the reference, the complete summary, or a mild perturbation)."""
+        """Pretraining texts from the "corpus" split, generated lazily: a fifth are posts
+        alone (the query format without the TL;DR line), the rest are queries followed by
+        a TL;DR that is *true* but of varying completeness (the reference, the complete
+        summary, a dropped fact, a paraphrase or filler). No TL;DR here states a wrong
+        fact: a corpus whose summaries invent numbers teaches a small model that a
+        summary's numbers are guesses, and it then never learns to copy them from the post."""
         for post in (make_post(i, "corpus", self.seed) for i in range(start, start + n)):
             rng = random.Random(f"plus.synthetic/corpus/{post.id}")
             r = rng.random()
-            if r < 0.5:
+            if r < 0.2:
                 yield f"SUBREDDIT: r/{post.subreddit}\n\nTITLE: {post.title}\n\nPOST: {post.post}"
                 continue
-            if r < 0.7:
+            if r < 0.6:
                 tldr = post.summary
-            elif r < 0.78:
+            elif r < 0.85:
                 tldr = complete_summary(post)
             else:
-                tldr = perturb(post, rng.choice(("drop_fact", "swap_value", "paraphrase", "filler", "truncate",
-                                                 "add_fact")), rng)
+                tldr = perturb(post, rng.choice(("drop_fact", "paraphrase", "filler")), rng)
             yield post.query() + " " + tldr
 
 
