@@ -124,8 +124,16 @@ class Tokenizer:
             raise TokenizerError(f"vocab_size={vocab_size} is below the {n_base} special + byte tokens")
 
         backend = tokenizers.Tokenizer(models.BPE())
-        # add_prefix_space=False: a leading space would change the text, breaking the round trip.
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        # Numbers are split off first, so a number is the same token wherever it stands:
+        # GPT-2's rule glues a leading space to it, making "24" in "(24M)" and " 24" in
+        # "a 24 year old" two unrelated tokens, and a model that must copy a number from
+        # the post into the summary then has to learn every such pair (Llama 3 and GPT-4
+        # also split digits off). add_prefix_space=False: a leading space would change
+        # the text, breaking the round trip.
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ])
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
