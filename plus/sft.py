@@ -26,7 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from kernels import token_logprobs
+from kernels import fused_linear_token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX
 from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
@@ -56,13 +56,16 @@ def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
     input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
     mask = batch.get("attention_mask")
-    hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))
-    logprobs = token_logprobs(model_head(model).logits(hidden), labels)  # [B, T], 0 where ignored
+    hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))  # [B, T, C]
+    # The head and the log-softmax in one op that never builds logits for ignored
+    # positions (the prompt, the padding): in SFT most positions are prompt.
+    weight = model_head(model).lm_head.weight
+    logprobs = fused_linear_token_logprobs(hidden, weight.to(hidden.dtype), labels)  # [B, T], 0 where ignored
     return -logprobs.sum(), int((labels != IGNORE_INDEX).sum())
 
 
 def model_head(model):
-    """The GPT inside a DDP wrapper (for `.logits`)."""
+    """The GPT inside a DDP wrapper (for its head)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
