@@ -3,17 +3,43 @@
     python eval.py                          # everything that exists under runs/demo
     python eval.py --stage sft --n_eval 400
 
-For each policy checkpoint (sft, and later ppo) it samples one summary per held-out post
-at the sampling temperature (0.7, as in Huang et al. 2024) and reports:
+For each policy checkpoint (sft, ppo) it samples one summary per held-out post at the
+sampling temperature (0.7, as in Huang et al. 2024), seeded, and reports:
 
 * win_rate_vs_reference: how often the noiseless gold judge of the built-in world prefers
   the policy's summary to the post's reference TL;DR (ties count half), with a 95% Wilson
   interval: the headline metric of Stiennon et al. 2020 (their Fig. 1);
 * gold_score: the judge's mean score;  eos_rate: responses that ended by themselves;
-* rouge1/rouge2/rougeL against the references;  mean_length in tokens.
+* rouge1/rouge2/rougeL against the references;  mean_length in tokens;
+* proxy_reward: the reward model's mean (normalized) score of the summaries, where a
+  reward model exists (<out_dir>/rm, or --reward_pretrain); references score 0.
+
+For the PPO policy also:
+
+* win_rate_vs_sft (and its 95% interval): the gold judge's preference for the PPO
+  summary over the SFT policy's summary of the same post (SFT sampled with the same seed);
+* kl_to_sft: KL(pi_PPO || pi_SFT) per summary, in nats, measured as the mean over
+  sampled summaries of the *exact* per-token KL between the two next-token distributions
+  (at the sampling temperature) summed over the summary's tokens. By the chain rule its
+  expectation is the sequence-level KL, with less variance than summed log-ratios (k1);
+* the over-optimization view (Stiennon et al. 2020, Fig. 5; Gao et al. 2023): proxy
+  reward, gold score and KL along the policies saved during PPO (--save_steps writes
+  <out_dir>/ppo/checkpoints/step_N), on the first --n_curve posts; as a table in
+  report.md, and as overoptimization.png when matplotlib is installed. The proxy reward
+  keeps rising with KL; where the gold score stops following it, the policy exploits
+  the reward model's errors.
 
 On a file of your own (--dataset, OpenAI TL;DR format) there is no gold judge: ROUGE,
 length and EOS rate are reported.
+
+For the reward model (rm) it scores held-out comparisons (--eval_dataset, default
+--n_pairs of the world's valid split; each file is reported separately) and reports, as
+plus/reward_trainer.py's `pair_metrics` defines them: label_accuracy (against the noisy
+labels), gold_agreement (against the noiseless gold preference, where known), loss, mean
+chosen / rejected rewards, margin, a calibration table; and reference_mean, the mean
+normalized reward of held-out reference summaries (the world's references of those
+posts, or a file's chosen responses): training set it to 0 on the training references
+(train_reference_mean), so a value near 0 here means the normalization carries over.
 """
 
 from __future__ import annotations
@@ -27,18 +53,23 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from kernels import kl_divergence
 from plus import checkpoint, data
-from plus.generate import sample_texts
+from plus.generate import Samples, decode_responses, generate, left_pad
 from plus.metrics import rouge_scores, win_rate
+from plus.ppo import response_lists, reward_model_scorer
+from train import add_preference_args, preference_options
 
-POLICY_STAGES = ("sft",)
+POLICY_STAGES = ("sft", "ppo")
+REWARD_STAGE = "rm"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--out_dir", default="runs/demo")
-    p.add_argument("--stage", choices=POLICY_STAGES, default=None, help="evaluate one stage (default: all present)")
+    p.add_argument("--stage", choices=POLICY_STAGES + (REWARD_STAGE,), default=None,
+                   help="evaluate one stage (default: all present)")
     p.add_argument("--dataset", default="synthetic", help="'synthetic' (the world's test split) or a TL;DR file")
     p.add_argument("--input_key", default=None)
     p.add_argument("--output_key", default="summary")
@@ -47,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_max_len", type=int, default=200)
     p.add_argument("--generate_max_len", type=int, default=48)
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--reward_pretrain", default=None,
+                   help="reward model for proxy_reward (default: the one PPO used, else <out_dir>/rm)")
+    p.add_argument("--n_curve", type=int, default=100, help="posts per saved PPO policy in the over-optimization view")
+    p.add_argument("--eval_dataset", nargs="+", default=None,
+                   help="rm: held-out preference files, each reported separately (default: the world's valid split)")
+    p.add_argument("--n_pairs", type=int, default=1024,
+                   help="rm: held-out comparisons per --eval_dataset (the world skips the ~1.5%% with an empty summary)")
+    p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
+    add_preference_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
@@ -67,57 +107,280 @@ def heldout(args, tokenizer):
     return [r[0] for r in rows], [r[1] for r in rows], None
 
 
-def evaluate_policy(args, stage_dir: Path) -> tuple[dict, list[dict]]:
-    model, tokenizer, _ = checkpoint.load_gpt(stage_dir, args.device)
-    prompts, references, posts = heldout(args, tokenizer)
-    with tqdm(total=len(prompts), desc=f"eval {stage_dir.name}", dynamic_ncols=True) as bar:
-        texts, ended, lengths = sample_texts(model, tokenizer, prompts, args.generate_max_len, args.batch_size,
-                                             temperature=args.temperature, seed=args.seed, progress=bar)
-    row = {"n": len(texts), "eos_rate": sum(ended) / len(ended), "mean_length": sum(lengths) / len(lengths),
-           **rouge_scores(texts, references)}
+@torch.no_grad()
+def sample_policy(model, tokenizer, prompts: list[list[int]], args, ref_model=None, score_fn=None,
+                  desc: str = "sample") -> dict[str, list]:
+    """One seeded summary per prompt from `model`, in batches. Returns lists over the
+    prompts: texts, ended (with EOS), lengths (tokens), and, when given, kl (the exact KL
+    to `ref_model`, see `sequence_kl`) and proxy (the score of `score_fn`)."""
+    device = torch.device(args.device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = {"texts": [], "ended": [], "lengths": [], "kl": [], "proxy": []}
+    model.eval()
+    with tqdm(total=len(prompts), desc=desc, dynamic_ncols=True) as bar:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start:start + args.batch_size]
+            prompt_ids, prompt_mask = left_pad(batch, tokenizer.pad_id, device)
+            samples = generate(model, prompt_ids, prompt_mask, args.generate_max_len, tokenizer.eos_id,
+                               tokenizer.pad_id, temperature=args.temperature, generator=generator)
+            out["texts"] += decode_responses(tokenizer, samples)
+            out["ended"] += samples.ended.tolist()
+            out["lengths"] += samples.mask.sum(1).tolist()
+            if ref_model is not None:
+                out["kl"] += sequence_kl(model, ref_model, prompt_ids, prompt_mask, samples, args.temperature).tolist()
+            if score_fn is not None:
+                responses = response_lists(samples.tokens, samples.mask)
+                out["proxy"] += score_fn(batch, responses, list(range(start, start + len(batch)))).tolist()
+            bar.update(len(batch))
+    return out
+
+
+def sequence_kl(model, ref_model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, samples: Samples,
+                temperature: float) -> torch.Tensor:
+    """KL(pi || pi_ref) of each sampled response [B]: the sum over its tokens of the exact KL
+    between the two models' next-token distributions at `temperature`, given the sampled
+    prefix (kernels.kl_divergence)."""
+    input_ids = torch.cat([prompt_ids, samples.tokens], 1)        # [B, P + N]
+    attention_mask = torch.cat([prompt_mask, samples.mask], 1)
+    P = prompt_ids.shape[1]                                       # column P - 1 + t predicts response token t
+    logits = model.logits(model(input_ids, attention_mask=attention_mask)[:, P - 1:-1])              # [B, N, V]
+    ref_logits = ref_model.logits(ref_model(input_ids, attention_mask=attention_mask)[:, P - 1:-1])  # [B, N, V]
+    return kl_divergence(logits, ref_logits, temperature=temperature, mask=samples.mask).sum(1)       # [B]
+
+
+def policy_row(samples: dict, references: list[str], posts, baseline_texts: list[str] | None = None) -> dict:
+    """The report row of one policy from its samples (see the module docstring)."""
+    texts = samples["texts"]
+    row = {"n": len(texts), "eos_rate": sum(samples["ended"]) / len(texts),
+           "mean_length": sum(samples["lengths"]) / len(texts), **rouge_scores(texts, references)}
     if posts is not None:
         from plus.synthetic import gold_preference, gold_score
-        outcomes = [gold_preference(p, t, p.summary) for p, t in zip(posts, texts)]
-        rate, ci = win_rate(outcomes)
+        rate, ci = win_rate([gold_preference(p, t, p.summary) for p, t in zip(posts, texts)])
         row.update(win_rate_vs_reference=rate, win_rate_ci95=list(ci),
                    gold_score=sum(gold_score(p, t) for p, t in zip(posts, texts)) / len(texts),
                    reference_gold_score=sum(gold_score(p, p.summary) for p in posts) / len(posts))
-    samples = [{"prompt": tokenizer.decode(p), "reference": r, "summary": t}
-               for p, r, t in list(zip(prompts, references, texts))[:20]]
-    return row, samples
+        if baseline_texts is not None:
+            rate, ci = win_rate([gold_preference(p, t, b) for p, t, b in zip(posts, texts, baseline_texts)])
+            row.update(win_rate_vs_sft=rate, win_rate_vs_sft_ci95=list(ci))
+    if samples["kl"]:
+        row["kl_to_sft"] = sum(samples["kl"]) / len(texts)
+    if samples["proxy"]:
+        row["proxy_reward"] = sum(samples["proxy"]) / len(texts)
+    return row
+
+
+def overoptimization_curve(args, ppo_dir: Path, sft_model, tokenizer, prompts, references, posts,
+                           score_fn) -> list[dict]:
+    """proxy_reward, gold_score, win_rate_vs_sft and kl_to_sft of the SFT policy (step 0),
+    every saved PPO snapshot and the final PPO policy, on the first --n_curve posts."""
+    n = min(args.n_curve, len(prompts))
+    prompts, references, posts = prompts[:n], references[:n], posts[:n] if posts is not None else None
+    snapshots = sorted((int(d.name.split("_", 1)[1]), d) for d in (ppo_dir / "checkpoints").glob("step_*")
+                       if d.name.split("_", 1)[1].isdigit())
+    final_step = checkpoint.load_config(ppo_dir).get("step")
+    points = [(0, None)] + snapshots + [(final_step, ppo_dir)]
+    curve, sft_texts = [], None
+    for step, path in points:
+        model = sft_model if path is None else checkpoint.load_gpt(path, args.device)[0]
+        samples = sample_policy(model, tokenizer, prompts, args, ref_model=None if path is None else sft_model,
+                                score_fn=score_fn, desc=f"curve step {step}")
+        row = policy_row(samples, references, posts, baseline_texts=sft_texts)
+        sft_texts = sft_texts or samples["texts"]
+        curve.append({"step": step, "kl_to_sft": row.get("kl_to_sft", 0.0),
+                      **{k: row[k] for k in ("proxy_reward", "gold_score", "win_rate_vs_sft") if k in row}})
+    return curve
+
+
+def plot_curve(curve: list[dict], path: Path) -> bool:
+    """Proxy reward and gold score against KL to SFT, as a PNG; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    kl = [p["kl_to_sft"] for p in curve]
+    fig, proxy_axis = plt.subplots(figsize=(6, 4))
+    gold_axis = proxy_axis.twinx()  # two scales: the reward model's and the judge's
+    if all("proxy_reward" in p for p in curve):
+        proxy_axis.plot(kl, [p["proxy_reward"] for p in curve], "o-", color="tab:blue", label="proxy reward (RM)")
+    if all("gold_score" in p for p in curve):
+        gold_axis.plot(kl, [p["gold_score"] for p in curve], "s-", color="tab:orange", label="gold score")
+    for p, x in zip(curve, kl):
+        proxy_axis.annotate(str(p["step"]), (x, p.get("proxy_reward", 0.0)), fontsize=7)
+    proxy_axis.set_xlabel("KL(PPO || SFT), nats per summary")
+    proxy_axis.set_ylabel("proxy reward", color="tab:blue")
+    gold_axis.set_ylabel("gold score", color="tab:orange")
+    fig.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def evaluate_reward_model(args, rm_dir: Path) -> dict:
+    """report["reward_model"]: the metrics of the first --eval_dataset at the top level,
+    every dataset's under "datasets" (see the module docstring)."""
+    from plus import reward_trainer
+    from plus.reward_head import load_reward_model
+
+    model, tokenizer, config = load_reward_model(rm_dir, args.device)
+    if "reward" not in config:
+        raise checkpoint.CheckpointError(f"{rm_dir}: not a reward model (no \"reward\" section in config.json)")
+    results = {}
+    for path in args.eval_dataset or ["synthetic"]:
+        name = "valid" if path == "synthetic" else Path(path).stem
+        while name in results:
+            name += "+"
+        pairs, bad = data.load_preference_pairs(path, tokenizer, split="valid", n=args.n_pairs,
+                                                **preference_options(args, path))
+        row = reward_trainer.evaluate(model, {name: pairs}, tokenizer.pad_id, args.batch_size, args.device)[name]
+        references = reward_trainer.reference_examples(path, pairs, tokenizer, "valid", args.n_pairs,
+                                                       args.prompt_max_len, args.generate_max_len, args.seed)
+        rewards = reward_trainer.score(model, references, tokenizer.pad_id, args.batch_size, args.device)
+        row.update(reference_mean=float(rewards.mean()), reference_std=float(rewards.std(correction=0)),
+                   n_references=len(references), skipped_records=bad.total)
+        results[name] = row
+        print(f"[eval] rm on {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
+    reward, stats = config["reward"], config["reward"].get("reference") or {}
+    headline = next(iter(results))
+    return {"dataset": headline, **results[headline],
+            # The training references' mean after normalization, from the statistics kept at training time.
+            "train_reference_mean": reward["gain"] * stats["reference_mean_raw"] + reward["bias"] if stats else None,
+            "gain": reward["gain"], "bias": reward["bias"], "datasets": results}
+
+
+def reward_markdown(rm: dict) -> list[str]:
+    lines = ["## Reward model", "", "| eval set | pairs | gold_agreement | label_accuracy | loss | margin | "
+             "reference_mean | ece |", "|---" * 8 + "|"]
+    for name, row in rm["datasets"].items():
+        cells = [row["n_pairs"]] + [f"{row[k]:.3f}" if k in row else "" for k in
+                                    ("gold_agreement", "label_accuracy", "loss", "margin", "reference_mean", "ece")]
+        lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+    if rm["train_reference_mean"] is not None:
+        lines += ["", f"Reference summaries of the training posts average {rm['train_reference_mean']:.4f} after "
+                      f"normalization (gain {rm['gain']:.4f}, bias {rm['bias']:.4f}); held-out references "
+                      f"{rm['reference_mean']:.4f} (std {rm['reference_std']:.3f})."]
+    lines += ["", f"Calibration on `{rm['dataset']}`: pairs binned by the model's confidence in the response it "
+                  "favors, max(p, 1 - p) with p = sigmoid(r_chosen - r_rejected), against how often that response "
+                  "is the labeled (and the gold) choice.", "",
+              "| confidence | pairs | mean predicted | label frequency | gold frequency |", "|---" * 5 + "|"]
+    for row in rm["calibration"]:
+        gold = f"{row['gold_frequency']:.3f}" if "gold_frequency" in row else ""
+        lines.append(f"| {row['bin'][0]:.1f}-{row['bin'][1]:.1f} | {row['n']} | {row['mean_predicted']:.3f} | "
+                     f"{row['label_frequency']:.3f} | {gold} |")
+    return lines
 
 
 def write_markdown(report: dict, path: Path) -> None:
-    lines = ["# Evaluation report", "", f"{report['n_eval']} held-out posts from `{report['dataset']}`, "
+    lines = ["# Evaluation report", ""]
+    if report["policy"]:
+        lines += policy_markdown(report)
+    if "reward_model" in report:
+        lines += ([""] if report["policy"] else []) + reward_markdown(report["reward_model"])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def policy_markdown(report: dict) -> list[str]:
+    lines = [f"{report['n_eval']} held-out posts from `{report['dataset']}`, "
              f"temperature {report['temperature']}.", "", "## Policies", ""]
-    cols = ["win_rate_vs_reference", "win_rate_ci95", "gold_score", "eos_rate", "rouge1", "rouge2", "rougeL", "mean_length"]
+    cols = ["win_rate_vs_reference", "win_rate_ci95", "win_rate_vs_sft", "win_rate_vs_sft_ci95", "gold_score",
+            "proxy_reward", "kl_to_sft", "eos_rate", "rouge1", "rouge2", "rougeL", "mean_length"]
     present = [c for c in cols if any(c in r for r in report["policy"].values())]
     lines += ["| policy | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
     fmt = lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]" if isinstance(v, list) else f"{v:.3f}"  # noqa: E731
     for name, row in report["policy"].items():
         lines.append(f"| {name} | " + " | ".join(fmt(row[c]) if c in row else "" for c in present) + " |")
+    if "kl_to_sft" in present:
+        lines += ["", "kl_to_sft: nats per summary, the exact per-token KL(PPO || SFT) at the sampling temperature "
+                      "summed over the summary, averaged over the PPO policy's samples."]
+    if report.get("ppo_curve"):
+        curve = report["ppo_curve"]
+        keys = [k for k in ("kl_to_sft", "proxy_reward", "gold_score", "win_rate_vs_sft") if any(k in p for p in curve)]
+        lines += ["", "## Over-optimization: the PPO policy along training", "",
+                  f"On the first {report['n_curve']} posts; step 0 is the SFT policy. The proxy reward is what PPO "
+                  "maximizes; the gold score is what we want.", "",
+                  "| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {point['step']} | " + " | ".join(fmt(point[k]) if k in point else "" for k in keys) + " |"
+                  for point in curve]
+        if report.get("ppo_curve_plot"):
+            lines += ["", f"![over-optimization]({report['ppo_curve_plot']})"]
     for name, samples in report.get("samples", {}).items():
         lines += ["", f"## Samples from {name}", ""]
         for s in samples[:3]:
-            lines += ["```", s["prompt"], "```", f"- reference: {s['reference']}", f"- {name}: {s['summary']}", ""]
-    path.write_text("\n".join(lines) + "\n")
+            lines += ["```", s["prompt"], "```", f"- reference: {s['reference']}"]
+            lines += [f"- sft: {s['sft']}"] if "sft" in s else []
+            lines += [f"- {name}: {s['summary']}", ""]
+    return lines
+
+
+def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> None:
+    """Fill report["policy"] and report["samples"] for the policy stages, and, for ppo,
+    report["ppo_curve"] (and the plot)."""
+    from plus.reward_head import load_reward_model
+
+    # One proxy reward model for every row: --reward_pretrain, else the one PPO used, else <out_dir>/rm.
+    ppo_config = checkpoint.load_config(out_dir / "ppo") if "ppo" in stages else {}
+    rm_path = args.reward_pretrain or ppo_config.get("reward_pretrain") or out_dir / "rm"
+    score_fn = None
+    if args.reward_pretrain or Path(rm_path).exists():
+        reward_model, rm_tokenizer, rm_config = load_reward_model(rm_path, args.device)
+        if "reward" not in rm_config:
+            raise checkpoint.CheckpointError(f"{rm_path}: not a reward model (no \"reward\" section in config.json)")
+        score_fn = reward_model_scorer(reward_model, rm_tokenizer.pad_id, args.batch_size, args.device)
+
+    sft_samples = None
+    for stage in stages:
+        t0 = time.perf_counter()
+        model, tokenizer, config = checkpoint.load_gpt(out_dir / stage, args.device)
+        prompts, references, posts = heldout(args, tokenizer)
+        if stage == "ppo":
+            sft_dir = Path(config.get("init_from") or out_dir / "sft")
+            sft_model = checkpoint.load_gpt(sft_dir, args.device)[0]
+            if sft_samples is None:  # the SFT baseline: the same posts, the same seed
+                sft_samples = sample_policy(sft_model, tokenizer, prompts, args, desc="eval sft (baseline)")
+            samples = sample_policy(model, tokenizer, prompts, args, ref_model=sft_model, score_fn=score_fn,
+                                    desc="eval ppo")
+            row = policy_row(samples, references, posts, baseline_texts=sft_samples["texts"])
+        else:
+            samples = sample_policy(model, tokenizer, prompts, args, score_fn=score_fn, desc=f"eval {stage}")
+            row = policy_row(samples, references, posts)
+            sft_samples = samples if stage == "sft" else sft_samples
+        report["policy"][stage] = row
+        report["samples"][stage] = [
+            {"prompt": tokenizer.decode(p), "reference": r, "summary": t,
+             **({"sft": sft_samples["texts"][i]} if stage == "ppo" else {})}
+            for i, (p, r, t) in enumerate(list(zip(prompts, references, samples["texts"]))[:20])]
+        print(f"[eval] {stage} ({time.perf_counter() - t0:.0f}s): "
+              + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
+        if stage == "ppo":
+            t0 = time.perf_counter()
+            report["n_curve"] = min(args.n_curve, len(prompts))
+            report["ppo_curve"] = overoptimization_curve(args, out_dir / "ppo", sft_model, tokenizer, prompts,
+                                                         references, posts, score_fn)
+            plot = out_dir / "eval" / "overoptimization.png"
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            if plot_curve(report["ppo_curve"], plot):
+                report["ppo_curve_plot"] = plot.name
+            print(f"[eval] over-optimization view ({time.perf_counter() - t0:.0f}s): "
+                  + "; ".join(", ".join(f"{k}={v:.3g}" for k, v in point.items()) for point in report["ppo_curve"]))
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir)
-    stages = [args.stage] if args.stage else [s for s in POLICY_STAGES if (out_dir / s).exists()]
+    stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE,) if (out_dir / s).exists()]
     if not stages:
         print(f"error: {out_dir}: no checkpoints to evaluate (run train.py first)", file=sys.stderr)
         return 1
     report = {"dataset": args.dataset, "n_eval": args.n_eval, "temperature": args.temperature,
               "policy": {}, "samples": {}}
     try:
-        for stage in stages:
-            t0 = time.perf_counter()
-            report["policy"][stage], report["samples"][stage] = evaluate_policy(args, out_dir / stage)
-            print(f"[eval] {stage} ({time.perf_counter() - t0:.0f}s): "
-                  + ", ".join(f"{k}={v:.3f}" for k, v in report["policy"][stage].items() if isinstance(v, float)))
+        policies = [s for s in stages if s in POLICY_STAGES]
+        if policies:
+            evaluate_policies(args, out_dir, policies, report)
+        if REWARD_STAGE in stages:
+            report["reward_model"] = evaluate_reward_model(args, out_dir / REWARD_STAGE)
     except (data.DataError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

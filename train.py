@@ -3,6 +3,7 @@
     python train.py --stage all                       # the demo on the built-in world
     python train.py --stage sft --dataset my_tldr.jsonl --init_from runs/demo/pretrain
     torchrun --nproc_per_node=2 train.py --stage sft --max_steps 20
+    python train.py --stage rm --dataset comparisons.jsonl --eval_dataset a.jsonl b.jsonl
 
 Stage X writes <out_dir>/X/ and, unless --init_from says otherwise, starts from the
 stage before it under the same --out_dir (DESIGN.md). Flags follow OpenRLHF's names.
@@ -22,16 +23,24 @@ import torch
 from plus import checkpoint, data
 from plus.distributed import Dist, init, print0, teardown
 
-STAGES = ("pretrain", "sft")  # in pipeline order; later stages join this list
+STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
 
 # Per-stage defaults: the demo settings, sized for a 2-core CPU (see README, BENCHMARKS.md).
 STAGE_DEFAULTS = {
-    "pretrain": dict(learning_rate=2e-3, max_steps=300, train_batch_size=32, micro_train_batch_size=16,
+    "pretrain": dict(learning_rate=3e-3, max_steps=350, train_batch_size=32, micro_train_batch_size=16,
                      warmup_ratio=0.05, max_len=256, eval_steps=100),
-    "sft": dict(learning_rate=5e-4, max_steps=250, train_batch_size=32, micro_train_batch_size=16,
+    "sft": dict(learning_rate=1e-3, max_steps=300, train_batch_size=32, micro_train_batch_size=16,
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
+    # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
+    "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.05,
+               eval_steps=50),
+    # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's.
+    "ppo": dict(learning_rate=2e-5, critic_learning_rate=5e-5, max_steps=12, rollout_batch_size=64,
+                train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.0),
 }
-MODEL_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=192, vocab_size=2048)
+# Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise.
+RM_WORLD_PAIRS = 6400
+MODEL_DEFAULTS = dict(n_layer=4, n_head=4, n_embd=128, vocab_size=2048)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(pretrain: the text field, default 'text')")
     p.add_argument("--output_key", default="summary", help="SFT target field")
     p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
+    add_preference_args(p)
+    p.add_argument("--max_samples", type=int, default=None,
+                   help="rm: at most this many training pairs; the built-in world generates this many "
+                        f"(default {RM_WORLD_PAIRS}; a file is read whole)")
+    p.add_argument("--lm_loss_coeff", type=float, default=0.0,
+                   help="rm: weight of the language-model loss on the chosen responses (Cheng et al. 2023 use 0.1)")
+    p.add_argument("--normalize_reward", action="store_true",
+                   help="rm: also scale rewards so the reference summaries have std 1 (they always get mean 0)")
     # sizes and schedule (None -> the stage default)
     p.add_argument("--train_batch_size", type=int, default=None, help="global batch (all processes, all micro-steps)")
     p.add_argument("--micro_train_batch_size", type=int, default=None, help="per process per forward")
@@ -70,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_embd", type=int, default=None)
     p.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary trained for the world")
     p.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
+    add_ppo_args(p)
     # bookkeeping
     p.add_argument("--save_steps", type=int, default=0, help="also save every N steps (for --resume)")
     p.add_argument("--resume", action="store_true", help="continue the stage from its saved checkpoint")
@@ -78,6 +96,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="autocast dtype on CUDA (CPU runs fp32)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
+
+
+def add_preference_args(p: argparse.ArgumentParser) -> None:
+    """How to read preference files (--stage rm here, and eval.py)."""
+    p.add_argument("--prompt_key", default=None,
+                   help="prompt field of a preference file (default: the text before the last "
+                        "'\\n\\nAssistant:' of chosen/rejected transcripts)")
+    p.add_argument("--chosen_key", default=None, help="preferred-response field (default 'chosen')")
+    p.add_argument("--rejected_key", default=None, help="other-response field (default 'rejected')")
+    p.add_argument("--margin_key", default=None, help="field with a per-pair margin for the Bradley-Terry loss")
+    p.add_argument("--apply_chat_template", action="store_true", help="render chat-message fields as text")
+    p.add_argument("--domain", choices=data.DSP_DOMAINS, default=None,
+                   help="DSP data (Cheng et al. 2023): the domain whose response is preferred")
+
+
+def preference_options(args: argparse.Namespace, dataset: str) -> dict:
+    """data.load_preference_pairs keyword arguments for `dataset` from the flags (eval.py too)."""
+    options = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len, seed=args.seed,
+                   # About 1.5% of the world's comparisons hold an empty summary, which preference
+                   # data may not (DESIGN.md, "Bad input"): those are skipped, and counted.
+                   on_bad_record="skip" if dataset == "synthetic" else args.on_bad_record)
+    if dataset != "synthetic":  # the key flags describe files; the world has one format
+        options.update(prompt_key=args.prompt_key, chosen_key=args.chosen_key or "chosen",
+                       rejected_key=args.rejected_key or "rejected", margin_key=args.margin_key,
+                       apply_chat_template=args.apply_chat_template, domain=args.domain)
+    return options
+
+
+PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "ppo_epochs", "critic_learning_rate", "temperature",
+             "missing_eos_penalty", "reward_clip", "whiten_rewards", "init_kl_coef", "kl_target", "kl_horizon",
+             "kl_estimator", "gamma", "lambd", "eps_clip", "value_clip", "vf_coef")
+
+
+def add_ppo_args(p: argparse.ArgumentParser) -> None:
+    """--stage ppo (defaults: plus.ppo.PPOConfig, the paper's values, unless STAGE_DEFAULTS says otherwise)."""
+    p.add_argument("--reward_pretrain", default=None, help="ppo: the reward model (default <out_dir>/rm); "
+                                                           "it also initializes the critic")
+    p.add_argument("--rollout_batch_size", type=int, default=None, help="ppo: prompts per update, all processes")
+    p.add_argument("--ppo_epochs", type=int, default=None, help="ppo: passes over each rollout batch (4)")
+    p.add_argument("--critic_learning_rate", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="ppo: sampling temperature (0.7)")
+    p.add_argument("--missing_eos_penalty", type=float, default=None,
+                   help="ppo: score of a response without EOS (-3: references score 0, std ~1)")
+    p.add_argument("--reward_clip", type=float, default=None, help="ppo: clip scores to [-x, x] (10)")
+    p.add_argument("--whiten_rewards", action="store_true", help="ppo: whiten the per-token rewards")
+    p.add_argument("--init_kl_coef", type=float, default=None, help="ppo: KL coefficient beta (0.05)")
+    p.add_argument("--kl_target", type=float, default=None, help="ppo: adaptive beta towards this KL (nats)")
+    p.add_argument("--kl_horizon", type=float, default=None, help="ppo: adaptive controller horizon (episodes)")
+    p.add_argument("--kl_estimator", choices=("k1", "k2", "k3"), default=None, help="ppo: per-token KL (k1)")
+    p.add_argument("--gamma", type=float, default=None)
+    p.add_argument("--lambd", type=float, default=None, help="ppo: GAE lambda (0.95)")
+    p.add_argument("--eps_clip", type=float, default=None, help="ppo: policy ratio clip (0.2)")
+    p.add_argument("--value_clip", type=float, default=None, help="ppo: value clip (0.2)")
+    p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
+
+
+def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    given = [f for f in PPO_FLAGS if getattr(args, f) not in (None, False)]
+    if args.stage not in ("ppo", "all") and given:
+        parser.error(f"--{given[0]} only applies to --stage ppo")
+    if args.stage == "ppo" and args.resume:
+        parser.error("--resume is not supported for --stage ppo (a run is a few minutes; start it again)")
+    if args.stage == "ppo" and args.max_epochs != 1:
+        parser.error("--max_epochs does not apply to --stage ppo: --max_steps counts updates, "
+                     "--ppo_epochs the passes over each rollout")
+    if args.kl_horizon is not None and args.kl_target is None:
+        parser.error("--kl_horizon needs --kl_target (without a target the KL coefficient is fixed)")
 
 
 def stage_args(args: argparse.Namespace, stage: str) -> argparse.Namespace:
@@ -104,6 +189,21 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--resume applies to one stage; name it with --stage")
     if args.stage == "pretrain" and args.init_from:
         parser.error("--stage pretrain starts from scratch; --init_from applies to later stages")
+    file_flags = [f for f in ("prompt_key", "chosen_key", "rejected_key", "margin_key", "apply_chat_template", "domain")
+                  if getattr(args, f)]
+    rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward") if getattr(args, f)]
+    if args.stage not in ("rm", "all") and rm_flags:
+        parser.error(f"--{rm_flags[0]} only applies to --stage rm")
+    if args.dataset == "synthetic" and file_flags:
+        parser.error(f"--{file_flags[0]} describes a preference file; the built-in world (--dataset synthetic) "
+                     "has its own format")
+    if args.stage == "rm" and args.input_key is not None:
+        parser.error("--input_key is the SFT prompt field; for --stage rm use --prompt_key")
+    if args.max_samples is not None and args.max_samples < 1:
+        parser.error("--max_samples must be >= 1")
+    if args.lm_loss_coeff < 0:
+        parser.error("--lm_loss_coeff must be >= 0")
+    check_ppo_args(args, parser)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
 
@@ -187,7 +287,97 @@ def run_sft(args, ctx: Dist) -> dict:
                      eval_batches=eval_batches, out_dir=out_dir, ctx=ctx, args=args, config=config)
 
 
-RUNNERS = {"pretrain": run_pretrain, "sft": run_sft}
+def run_rm(args, ctx: Dist) -> dict:
+    from plus import reward_trainer
+    from plus.reward_head import load_reward_model
+
+    out_dir = Path(args.out_dir) / "rm"
+    # A policy checkpoint (SFT by default) gets a new reward head; a reward checkpoint is
+    # trained further whole: Cheng et al.'s general -> customized reward models.
+    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
+    torch.manual_seed(args.seed)  # the new head's initialization
+    model, tokenizer, _ = load_reward_model(out_dir if args.resume else init_from)
+    n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
+
+    def load(path: str, split: str, n: int | None) -> list:
+        pairs, bad = data.load_preference_pairs(path, tokenizer, split=split, n=n, **preference_options(args, path))
+        if bad.total:
+            print0(ctx, f"[rm] {path} ({split}): skipped {bad.total} records: {dict(bad.skipped)}")
+        return pairs
+
+    pairs = load(args.dataset, "train", n_train)
+    # Held out: the world's valid comparisons when training on the world; for a file, the
+    # --eval_dataset files (a file's own format says nothing about the world's).
+    eval_sets = {}
+    for path in args.eval_dataset or (["synthetic"] if args.dataset == "synthetic" else []):
+        name = "valid" if path == "synthetic" else Path(path).stem
+        while name in eval_sets:
+            name += "+"
+        eval_sets[name] = load(path, "valid", args.n_eval)
+    if not eval_sets:
+        print0(ctx, "[rm] no --eval_dataset: no held-out evaluation during training")
+    references = reward_trainer.reference_examples(args.dataset, pairs, tokenizer, "train", n_train,
+                                                   args.prompt_max_len, args.generate_max_len, args.seed)
+    longest = max(len(p.prompt) + max(len(p.chosen), len(p.rejected))
+                  for p in pairs + [p for s in eval_sets.values() for p in s])
+    if longest > model.config.block_size:
+        raise ValueError(f"a pair has {longest} tokens, more than the model's block_size={model.config.block_size}")
+    config = {"stage": "rm", "init_from": str(init_from), "dataset": args.dataset, "n_pairs": len(pairs),
+              "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
+              "lm_loss_coeff": args.lm_loss_coeff, "normalize_reward": args.normalize_reward,
+              "references": "world reference summaries of the training posts" if args.dataset == "synthetic"
+              else "distinct chosen responses of the training pairs"}
+    return reward_trainer.train(model=model, tokenizer=tokenizer, pairs=pairs, eval_sets=eval_sets,
+                                references=references, out_dir=out_dir, config=config, args=args, ctx=ctx)
+
+
+def run_ppo(args, ctx: Dist) -> dict:
+    from dataclasses import fields
+
+    from plus import ppo
+    from plus.reward_head import load_reward_model
+    from plus.value_head import Critic
+
+    out_dir = Path(args.out_dir) / "ppo"
+    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
+    reward_from = Path(args.reward_pretrain) if args.reward_pretrain else Path(args.out_dir) / "rm"
+    policy, tokenizer, _ = checkpoint.load_gpt(init_from)
+    ref_policy, _, _ = checkpoint.load_gpt(init_from)  # frozen copy: the KL anchor
+    reward_model, rm_tokenizer, rm_config = load_reward_model(reward_from)
+    if "reward" not in rm_config:
+        raise checkpoint.CheckpointError(f"{reward_from}: not a reward model (its config.json has no \"reward\" "
+                                         "section); train one with --stage rm")
+    if (rm_tokenizer.vocab_size, rm_tokenizer.eos_id, rm_tokenizer.pad_id) != \
+            (tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id):
+        raise checkpoint.CheckpointError(f"{reward_from}: its tokenizer differs from the policy's ({init_from})")
+    critic = Critic.from_reward_model(reward_model)  # Detail: the critic starts as the reward model
+
+    if args.dataset == "synthetic":  # fresh posts for every update
+        from plus.synthetic import World
+        posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
+        prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
+    else:
+        bad = data.BadRecords(args.on_bad_record)
+        prompts = data.load_file_records(
+            args.dataset, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
+            bad)
+        if bad.total:
+            print0(ctx, f"[ppo] skipped {bad.total} bad records: {dict(bad.skipped)}")
+
+    # Flags left unset take PPOConfig's defaults (the paper's values).
+    cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
+                           if getattr(args, f.name, None) is not None})
+    score_fn = ppo.reward_model_scorer(reward_model.to(args.device), tokenizer.pad_id,
+                                       batch_size=4 * cfg.micro_train_batch_size, device=args.device)
+    config = {"stage": "ppo", "model": policy.config.to_dict(), "init_from": str(init_from),
+              "reward_pretrain": str(reward_from), "dataset": args.dataset, "prompt_max_len": args.prompt_max_len,
+              "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature,
+              "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
+    return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
+                     prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
+
+
+RUNNERS = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "ppo": run_ppo}
 
 
 def _take(iterator, n):

@@ -92,12 +92,15 @@ def save_checkpoint(
     trainer_state: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     metrics_file=None,
+    keep: tuple[str, ...] = (),
 ) -> Path:
     """Write a checkpoint directory atomically (see module docstring); returns its path.
 
     `config` is stored as config.json (with "format": "plus" added). With `trainer_state`,
     the optimizer and RNG states are saved too, for an exact `--resume`. `metrics_file`
     (the live metrics.jsonl of the run) is copied in, so the directory tells its history.
+    `keep` names subdirectories of the checkpoint being replaced that move into the new
+    one (the PPO stage's snapshots, <dir>/checkpoints/step_N); everything else is replaced.
     """
     path = Path(path)
     staging = path.with_name(path.name + ".saving")
@@ -118,6 +121,9 @@ def save_checkpoint(
     if metrics_file is not None and Path(metrics_file).is_file():
         shutil.copyfile(metrics_file, staging / METRICS)
 
+    for name in keep:
+        if (path / name).is_dir():
+            os.replace(path / name, staging / name)
     # The swap: at each moment one complete checkpoint exists at `path` or `previous`.
     if previous.exists():
         shutil.rmtree(previous)

@@ -152,17 +152,24 @@ class RewardModel(nn.Module):
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unnormalized rewards [B] of right-padded sequences [B, T]."""
+    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+        """Unnormalized rewards [B] of right-padded sequences [B, T]; with `return_hidden`,
+        also the backbone's final hidden states [B, T, C], from the same forward pass: the
+        language-model loss of Cheng et al. 2023 reads them through `backbone.logits`, so
+        reward and LM loss cost one pass of the decoder, not two."""
         hidden = self.backbone(input_ids, attention_mask=attention_mask)  # [B, T, C]
         # The head runs at every position (C -> 1 costs nothing next to the backbone),
         # exactly as the critic's value head does, so a critic copied from this model
         # reproduces these numbers bit for bit at the last token.
-        return at_last_token(self.head.raw(hidden), attention_mask)      # [B]
+        raw = at_last_token(self.head.raw(hidden), attention_mask)       # [B]
+        return (raw, hidden) if return_hidden else raw
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Normalized rewards [B] (gain * raw + bias; equal to raw until normalized)."""
-        return self.head.normalize(self.raw_rewards(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+        """Normalized rewards [B] (gain * raw + bias; equal to raw until normalized), and
+        the hidden states [B, T, C] with `return_hidden` (see `raw_rewards`)."""
+        raw, hidden = self.raw_rewards(input_ids, attention_mask, return_hidden=True)
+        rewards = self.head.normalize(raw)
+        return (rewards, hidden) if return_hidden else rewards
 
     # ----------------------------------------------------------------------------------
     def checkpoint_config(self, extra_config: dict | None = None) -> dict:

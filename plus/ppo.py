@@ -1,0 +1,481 @@
+"""PPO from a reward: the reinforcement-learning stage of Stiennon et al. 2020.
+
+The policy pi_RL starts as the supervised (SFT) model and is trained to maximize, per
+post x and sampled summary y (Stiennon et al. 2020, eq. 2),
+
+    R(x, y) = r(x, y) - beta * log(pi_RL(y | x) / pi_SFT(y | x)),
+
+with PPO (Schulman et al. 2017). r is the reward model's score; the KL term keeps the
+policy near the supervised one, where the reward model's judgements can be trusted.
+Each summary token is one action. The log-ratio is a sum over tokens, so the penalty is
+paid per token and the score once, at the end:
+
+    reward_t = -beta * KL_t                  for every response token t,
+    reward_T = -beta * KL_T + score          on the last response token T (its EOS).
+
+One PPO update, in the order of the paper (and of CleanRL's ppo.py):
+
+  1. rollout   sample one summary per prompt from pi_RL; record its log-probabilities,
+               those of the frozen SFT policy, the critic's values and the score;
+  2. rewards   the per-token rewards above; GAE turns them into advantages and returns;
+  3. optimize  `ppo_epochs` passes over the rollout in minibatches: the clipped policy
+               loss for pi_RL, the clipped value loss for the critic;
+  4. adapt     the KL coefficient (fixed, or Ziegler et al. 2019's adaptive controller).
+
+The implementation details that make PPO on summaries work (Huang et al. 2024, "The N+
+implementation details of RLHF with PPO: the case of TL;DR summarization") are named in
+comments where they happen, as "Detail: ...":
+
+  * left-padded queries; pad distinct from EOS (the sampler, plus/generate.py);
+  * dropout off in all four models;
+  * sampling at temperature 0.7, and every log-probability (policy, reference, PPO
+    ratio) computed at that same temperature;
+  * responses truncated after the first EOS; the score read at that EOS;
+  * a fixed penalty score for responses that never produce EOS;
+  * the reward model normalized so reference summaries score 0 (plus/reward_head.py);
+  * the critic a separate network initialized from the reward model (plus/value_head.py);
+  * per-token KL penalty (k1 by default), reward clipping, optional reward whitening;
+  * GAE with gamma 1, lambda 0.95; advantage whitening;
+  * 4 epochs, policy and value clipping 0.2, value coefficient 0.1, AdamW eps 1e-5.
+
+The reward is pluggable: `train` takes any `ScoreFn` that maps a batch of (prompt,
+response) token lists to scores [B]; `reward_model_scorer` wraps a reward model, the
+default. An `on_update` callback runs after every PPO update; PLUS (Nam et al. 2025)
+trains its summarizer with this loop, rewarded by a reward model that the callback
+updates on the same rollout between PPO updates.
+
+With torchrun, each process samples its own share of the prompts; policy and critic are
+wrapped in DDP, so their gradients are averaged over processes; only rank 0 writes.
+Whitening (of advantages, and of rewards when on) uses each process's own rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import defaultdict
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from kernels import token_logprobs
+from plus import checkpoint
+from plus.data import IGNORE_INDEX, SFTExample
+from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+from plus.gae import compute_gae, whiten
+from plus.generate import generate, left_pad
+from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
+from plus.metrics import explained_variance, masked_mean
+from plus.ppo_loss import policy_loss, value_loss
+from plus.sft import _truncate_metrics, lr_at, make_optimizer, model_head
+
+SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/step_N: the policy along the run (for eval's over-optimization view)
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of one PPO run. The names are the command-line flags of train.py;
+    the defaults are the paper's (Stiennon et al. 2020; Huang et al. 2024)."""
+
+    max_steps: int = 20               # PPO updates; each samples one rollout batch
+    rollout_batch_size: int = 64      # prompts per update, all processes together
+    train_batch_size: int = 32        # responses per optimizer step (the minibatch), all processes
+    micro_train_batch_size: int = 16  # responses per forward/backward in one process (gradient accumulation)
+    ppo_epochs: int = 4               # passes over each rollout batch
+    learning_rate: float = 1e-5       # policy (actor) learning rate
+    critic_learning_rate: float = 1e-5
+    warmup_ratio: float = 0.0         # linear warmup over this fraction of the optimizer steps, then constant
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-5            # Detail: AdamW eps 1e-5, not the default 1e-8
+    max_grad_norm: float = 1.0        # each network's gradient is clipped to this norm
+    temperature: float = 0.7          # Detail: sampling and every log-probability at this temperature
+    generate_max_len: int = 48        # response tokens at most (Stiennon: summaries under 48 tokens)
+    missing_eos_penalty: float = -3.0  # score of a response that never ended (see `apply_missing_eos_penalty`)
+    reward_clip: float = 10.0         # scores are clipped to [-reward_clip, reward_clip]
+    whiten_rewards: bool = False      # Detail: reward whitening off by default
+    init_kl_coef: float = 0.05        # beta (Stiennon et al. 2020)
+    kl_target: float | None = None   # set: adaptive beta steering the KL (nats per response) to this target
+    kl_horizon: float = 10000.0       # adaptive controller horizon, in episodes (Ziegler et al. 2019)
+    kl_estimator: str = "k1"          # per-token KL estimate in the reward: k1 | k2 | k3
+    gamma: float = 1.0                # discount (1: a summary is one short episode)
+    lambd: float = 0.95               # GAE lambda
+    eps_clip: float = 0.2             # policy ratio clip
+    value_clip: float = 0.2           # value clip around the rollout-time values
+    vf_coef: float = 0.1              # weight of the value loss in the summed loss
+    save_steps: int = 0               # also save the policy every N updates to <out_dir>/checkpoints/step_N
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "bf16"               # autocast dtype on CUDA (CPU runs fp32)
+    no_progress: bool = False
+
+
+# A reward function: (prompt token lists, response token lists ending in EOS when the
+# response ended, the prompts' dataset indices) -> scores [B]. Text-based scorers decode
+# the lists with the tokenizer; the indices let a scorer look up per-example data (PLUS:
+# the user's recorded choice).
+ScoreFn = Callable[[list[list[int]], list[list[int]], list[int]], torch.Tensor]
+# Runs after each PPO update: (step, rollout, logged stats) -> extra stats to log, or None.
+UpdateCallback = Callable[[int, "Rollout", dict], "dict | None"]
+
+
+def reward_model_scorer(reward_model, pad_id: int, batch_size: int, device) -> ScoreFn:
+    """The default reward: the reward model's normalized score, read at the last token of
+    each right-padded (prompt + response) sequence, i.e. at the EOS of a finished summary
+    (Detail: reward read at the EOS; right padding as in reward-model training)."""
+    from plus.reward_trainer import score
+
+    reward_model.requires_grad_(False)
+
+    def score_fn(prompts: list[list[int]], responses: list[list[int]], indices: list[int]) -> torch.Tensor:
+        examples = [SFTExample(p, r) for p, r in zip(prompts, responses)]
+        return score(reward_model, examples, pad_id, batch_size, device).float()  # [B]
+
+    return score_fn
+
+
+# ----------------------------------------------------------------------------------------
+# Per-token quantities of a batch of (left-padded prompt + response) sequences
+
+def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor,
+                      response_mask: torch.Tensor, temperature: float, return_entropy: bool = False):
+    """log pi(y_t | x, y_<t) at `temperature` for each response token: [B, N], 0 where
+    response_mask is 0 (and, with `return_entropy`, the entropy of pi(. | x, y_<t) [B, N]).
+
+    input_ids [B, P + N] is the prompt (left-padded, P columns) followed by the response
+    [B, N]; the hidden state at column P - 1 + t predicts response token t. `model` is a
+    GPT, possibly inside DDP. The same function gives the rollout's log-probabilities, the
+    reference's and those of every PPO minibatch, so the ratio is exactly 1 before the
+    first update (Detail: one temperature everywhere)."""
+    P = input_ids.shape[1] - responses.shape[1]
+    hidden = model(input_ids, attention_mask=attention_mask)           # [B, P + N, C]
+    logits = model_head(model).logits(hidden[:, P - 1:-1])             # [B, N, V]: only where a response token is predicted
+    labels = responses.masked_fill(response_mask == 0, IGNORE_INDEX)   # [B, N]
+    return token_logprobs(logits, labels, temperature=temperature, return_entropy=return_entropy)
+
+
+def response_values(critic, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int) -> torch.Tensor:
+    """V(x, y_<t) for each response token t: [B, N], read at column P - 1 + t (the state
+    just before token t is chosen). Entries past a response's end are meaningless; mask them."""
+    values = critic(input_ids, attention_mask)                         # [B, P + N]
+    return values[:, -n_response - 1:-1]                               # [B, N]
+
+
+def apply_missing_eos_penalty(scores: torch.Tensor, ended: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Detail: a response that never produced EOS gets the fixed score `penalty` instead of
+    the reward model's. Its last token is not an EOS, so the reward model never learned to
+    score it, and without the penalty the policy can learn to ramble past the length limit.
+    Choose it below the scores of ended responses: with references normalized to mean 0
+    (and std 1 with --normalize_reward), -3 is a bad summary. scores, ended: [B]."""
+    return torch.where(ended, scores, torch.full_like(scores, penalty))
+
+
+def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor,
+                      kl_coef: float) -> torch.Tensor:
+    """The RLHF reward of every response token: -kl_coef * KL_t on each token, plus the
+    score [B] on the last response token (the EOS); 0 on padding. kl, mask: [B, N]."""
+    mask = response_mask.to(kl.dtype)
+    rewards = -kl_coef * kl * mask                                     # [B, N]
+    last = (mask.sum(1).long() - 1).clamp(min=0)                       # [B] the response is a prefix run of 1s
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last] += scores.to(rewards.dtype) * mask[rows, last]
+    return rewards
+
+
+# ----------------------------------------------------------------------------------------
+# Step 1: the rollout
+
+@dataclass
+class Rollout:
+    """One process's share of a rollout batch; per-token tensors are [B, N]."""
+
+    prompt_indices: list[int]      # which prompts (positions in the prompt list)
+    input_ids: torch.Tensor        # [B, P + N] left-padded prompt, then the response (pad after EOS)
+    attention_mask: torch.Tensor   # [B, P + N]
+    responses: torch.Tensor        # [B, N] sampled tokens, truncated after the first EOS
+    response_mask: torch.Tensor    # [B, N] 1 on response tokens up to and including EOS
+    ended: torch.Tensor            # [B] bool: the response produced EOS
+    logprobs: torch.Tensor         # [B, N] log pi_RL at sampling time (the PPO "old" policy)
+    ref_logprobs: torch.Tensor     # [B, N] log pi_SFT of the same tokens
+    values: torch.Tensor           # [B, N] the critic's values at sampling time
+    scores: torch.Tensor           # [B] float32 from the score function (step 2 clips it, applies the penalty)
+    entropy: float                 # mean per-token entropy of pi_RL on this rollout
+    rewards: torch.Tensor | None = None     # [B, N] per-token RLHF reward   } set in step 2
+    advantages: torch.Tensor | None = None  # [B, N] whitened GAE advantages }
+    returns: torch.Tensor | None = None     # [B, N] critic targets           }
+
+    def response_lists(self) -> list[list[int]]:
+        """Each response as a token list (ending with EOS when it ended)."""
+        return response_lists(self.responses, self.response_mask)
+
+
+def response_lists(responses: torch.Tensor, response_mask: torch.Tensor) -> list[list[int]]:
+    """[B, N] sampled tokens and their mask -> each response as a token list."""
+    return [row[:int(m.sum())].tolist() for row, m in zip(responses, response_mask)]
+
+
+@torch.no_grad()
+def rollout(policy, ref_policy, critic, score_fn: ScoreFn, tokenizer, prompts: list[list[int]],
+            prompt_indices: list[int], cfg: PPOConfig, generator: torch.Generator, autocast=nullcontext()) -> Rollout:
+    """Sample one response per prompt and record everything PPO needs about it."""
+    device = torch.device(cfg.device)
+    policy.eval()
+    prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_id, device)       # Detail: left-padded queries
+    with autocast:
+        # Detail: sample at temperature 0.7; each row stops at its first EOS (the sampler
+        # masks everything after it, so the response is truncated there).
+        samples = generate(policy, prompt_ids, prompt_mask, cfg.generate_max_len, tokenizer.eos_id,
+                           tokenizer.pad_id, temperature=cfg.temperature, generator=generator)
+        input_ids = torch.cat([prompt_ids, samples.tokens], dim=1)            # [B, P + N]
+        attention_mask = torch.cat([prompt_mask, samples.mask], dim=1)        # [B, P + N]
+        # The sampler's log-probs equal a full forward's (tests/test_generate.py), but the
+        # PPO ratio compares against *this* function's numbers, so recompute them with it.
+        logprobs, entropy = response_logprobs(policy, input_ids, attention_mask, samples.tokens, samples.mask,
+                                              cfg.temperature, return_entropy=True)
+        # Detail: the reference log-probs at the same temperature as the policy's.
+        ref_logprobs = response_logprobs(ref_policy, input_ids, attention_mask, samples.tokens, samples.mask,
+                                         cfg.temperature)
+        values = response_values(critic, input_ids, attention_mask, samples.tokens.shape[1])
+    policy.train()
+    scores = score_fn(prompts, response_lists(samples.tokens, samples.mask), prompt_indices)  # [B]
+    return Rollout(prompt_indices, input_ids, attention_mask, samples.tokens, samples.mask, samples.ended,
+                   logprobs.float(), ref_logprobs.float(), values.float(), scores.to(device).float(),
+                   float(masked_mean(entropy.float(), samples.mask)))
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+
+def train(
+    *,
+    policy,                    # GPT: the SFT model, trained in place
+    ref_policy,                # GPT: the frozen SFT model
+    critic,                    # Critic: from the reward model (Critic.from_reward_model)
+    score_fn: ScoreFn,         # the reward of a response (reward_model_scorer by default)
+    tokenizer,
+    prompts: list[list[int]],  # the training prompts (token lists, already cut to prompt_max_len)
+    out_dir: Path,
+    config: dict,              # config.json of the saved policy (model config, provenance)
+    cfg: PPOConfig,
+    ctx: Dist = Dist(),
+    on_update: UpdateCallback | None = None,
+) -> dict:
+    """Run `cfg.max_steps` PPO updates, save the policy to `out_dir`; returns the last
+    logged metrics."""
+    device = torch.device(cfg.device)
+
+    # ---- derived sizes ----------------------------------------------------------------
+    if cfg.rollout_batch_size % ctx.world_size or cfg.train_batch_size % ctx.world_size:
+        raise ValueError(f"--rollout_batch_size {cfg.rollout_batch_size} and --train_batch_size "
+                         f"{cfg.train_batch_size} must be multiples of the {ctx.world_size} processes")
+    local_rollout = cfg.rollout_batch_size // ctx.world_size        # prompts sampled by this process
+    local_minibatch = cfg.train_batch_size // ctx.world_size        # responses per optimizer step, this process
+    if local_rollout % local_minibatch or local_minibatch % cfg.micro_train_batch_size:
+        raise ValueError(
+            f"--rollout_batch_size {cfg.rollout_batch_size} must be a multiple of --train_batch_size "
+            f"{cfg.train_batch_size}, and that of --micro_train_batch_size {cfg.micro_train_batch_size} x "
+            f"{ctx.world_size} processes")
+    if len(prompts) < cfg.rollout_batch_size:
+        raise ValueError(f"{len(prompts)} prompts are fewer than one rollout batch ({cfg.rollout_batch_size})")
+    longest = max(len(p) for p in prompts) + cfg.generate_max_len
+    if longest > policy.config.block_size:
+        raise ValueError(f"a prompt plus {cfg.generate_max_len} response tokens is {longest} tokens, more than "
+                         f"the model's block_size={policy.config.block_size}")
+    minibatches_per_epoch = local_rollout // local_minibatch
+    optimizer_steps = cfg.max_steps * cfg.ppo_epochs * minibatches_per_epoch
+    warmup = max(1, int(cfg.warmup_ratio * optimizer_steps))
+    steps_per_epoch = len(prompts) // cfg.rollout_batch_size
+
+    def prompt_batch(step: int) -> list[int]:
+        """The global batch of prompt indices of update `step`: a permutation per pass
+        over the prompts, a function of (seed, pass)."""
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        return order[offset * cfg.rollout_batch_size:(offset + 1) * cfg.rollout_batch_size].tolist()
+
+    # ---- the four models --------------------------------------------------------------
+    for model in (policy, ref_policy, critic):
+        _disable_dropout(model)                                      # Detail: dropout off everywhere
+    policy.to(device).train()
+    critic.to(device).train()
+    ref_policy.to(device).eval().requires_grad_(False)
+    if not critic.config.tie_embeddings:
+        # The critic never calls its LM head; a parameter without a gradient would stall DDP.
+        critic.backbone.lm_head.weight.requires_grad_(False)
+    # Two networks, two optimizers (Stiennon et al.: no parameters shared).
+    policy_optimizer = make_optimizer(policy, cfg.learning_rate, cfg.weight_decay, eps=cfg.adam_eps)
+    critic_optimizer = make_optimizer(critic, cfg.critic_learning_rate, cfg.weight_decay, eps=cfg.adam_eps)
+    ddp_policy = DistributedDataParallel(policy) if ctx.enabled else policy
+    ddp_critic = DistributedDataParallel(critic) if ctx.enabled else critic
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and cfg.dtype == "bf16" else nullcontext())
+    kl_controller = (AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
+                     if cfg.kl_target is not None else FixedKLController(cfg.init_kl_coef))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ctx.rank)  # each process its own samples
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    metrics_path = out_dir / checkpoint.METRICS
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, 0)
+    saved = {"last": None}  # the newest checkpoint this run wrote, named by the NaN guard
+
+    def save(step: int, final: bool):
+        if ctx.is_main:
+            snapshots = out_dir / SNAPSHOTS
+            if saved["last"] is None and snapshots.exists():
+                shutil.rmtree(snapshots)  # an earlier run's snapshots: not this run's curve
+            path = out_dir if final else snapshots / f"step_{step}"
+            # The final save replaces <out_dir> but keeps the snapshots inside it.
+            checkpoint.save_checkpoint(path, policy, {**config, "step": step}, tokenizer=tokenizer,
+                                       metrics_file=metrics_path if final else None, keep=(SNAPSHOTS,) if final else ())
+            saved["last"] = path
+        barrier(ctx)
+
+    def check_finite(step: int, **quantities: float) -> None:
+        """Stop the run on a NaN or inf, naming the update and the quantity. Every process
+        learns of a bad value anywhere, so all of them stop (none waits in a collective)."""
+        bad = torch.tensor([0.0 if math.isfinite(v) else 1.0 for v in quantities.values()])
+        bad = all_reduce_sum(ctx, bad)
+        for (name, value), flag in zip(quantities.items(), bad.tolist()):
+            if flag:
+                what = "not finite on another process" if math.isfinite(value) else str(value)
+                kept = f"the last saved checkpoint ({saved['last']}) is intact" if saved["last"] else "nothing was saved"
+                raise FloatingPointError(f"[ppo] step {step}: {name} is {what}; {kept}")
+
+    print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts, "
+                f"{cfg.ppo_epochs} epochs x {minibatches_per_epoch} minibatches of {cfg.train_batch_size} "
+                f"({cfg.micro_train_batch_size} x {local_minibatch // cfg.micro_train_batch_size} accumulation x "
+                f"{ctx.world_size} processes), {policy.num_params() / 1e6:.2f}M parameters per model")
+    bar = tqdm(range(cfg.max_steps), desc="ppo", disable=not ctx.is_main or cfg.no_progress, dynamic_ncols=True)
+    last = {}
+    optimizer_step = 0
+    for step in bar:
+        t0 = time.perf_counter()
+
+        # ---- 1. rollout: sample, then score with the reward and both policies ------------
+        indices = prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)]
+        batch = rollout(policy, ref_policy, critic, score_fn, tokenizer, [prompts[i] for i in indices], indices,
+                        cfg, generator, autocast)
+        check_finite(step + 1, score=float(batch.scores.sum()))
+        t_rollout = time.perf_counter() - t0
+        mask = batch.response_mask
+
+        # ---- 2. rewards, advantages, returns --------------------------------------------
+        # Clip the scorer's output (a guard against outliers), then give unfinished
+        # responses the fixed penalty, which is a choice of the user, not a score to clip.
+        batch.scores = batch.scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+        batch.scores = apply_missing_eos_penalty(batch.scores, batch.ended, cfg.missing_eos_penalty)
+        kl = kl_penalty(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator) * mask  # [B, N]
+        batch.rewards = per_token_rewards(batch.scores, kl, mask, kl_controller.value)
+        check_finite(step + 1, reward=float(batch.rewards.sum()))
+        gae_rewards = whiten(batch.rewards, mask, shift_mean=False) if cfg.whiten_rewards else batch.rewards
+        advantages, batch.returns = compute_gae(gae_rewards, batch.values, mask, cfg.gamma, cfg.lambd)
+        batch.advantages = whiten(advantages, mask)                   # Detail: advantage whitening
+
+        # ---- 3. optimize: ppo_epochs x minibatches of clipped policy and value updates ---
+        sums = defaultdict(float)  # token-weighted sums of the losses and their statistics
+        for epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(local_rollout, generator=shuffle)
+            for start in range(0, local_rollout, local_minibatch):
+                rows = order[start:start + local_minibatch]
+                # One schedule scales both rates: warmup, then constant (no decay: a short
+                # run needs its last updates as much as its first).
+                schedule = lr_at(optimizer_step, optimizer_steps, 1.0, warmup, min_lr_ratio=1.0)
+                for optimizer, base in ((policy_optimizer, cfg.learning_rate),
+                                        (critic_optimizer, cfg.critic_learning_rate)):
+                    for group in optimizer.param_groups:
+                        group["lr"] = base * schedule
+                # The losses are token means over the *whole* minibatch (all processes), so
+                # each micro-batch's mean is weighted by its share of the tokens.
+                n_tokens = float(all_reduce_sum(ctx, mask[rows].sum().double()))
+                micro = rows.split(cfg.micro_train_batch_size)
+                minibatch = defaultdict(float)
+                for i, mb in enumerate(micro):
+                    with ExitStack() as stack:
+                        if ctx.enabled and i < len(micro) - 1:  # all-reduce gradients on the last micro-step only
+                            stack.enter_context(ddp_policy.no_sync())
+                            stack.enter_context(ddp_critic.no_sync())
+                        stack.enter_context(autocast)
+                        pg_loss, vf_loss, stats = minibatch_losses(ddp_policy, ddp_critic, batch, mb, cfg)
+                        tokens = float(mask[mb].sum())
+                        weight = tokens / n_tokens * ctx.world_size  # DDP averages over processes
+                        ((pg_loss + cfg.vf_coef * vf_loss) * weight).backward()
+                    for name, value in stats.items():
+                        minibatch[name] += value * tokens / n_tokens  # summed over processes below
+                policy_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm))
+                critic_norm = float(torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm))
+                check_finite(step + 1, policy_loss=minibatch["policy_loss"], value_loss=minibatch["value_loss"],
+                             policy_grad_norm=policy_norm, critic_grad_norm=critic_norm)
+                policy_optimizer.step()
+                critic_optimizer.step()
+                policy_optimizer.zero_grad(set_to_none=True)
+                critic_optimizer.zero_grad(set_to_none=True)
+                optimizer_step += 1
+                for name, value in minibatch.items():
+                    sums[name] += value
+                sums["policy_grad_norm"] += policy_norm / ctx.world_size  # the same on every process
+                sums["critic_grad_norm"] += critic_norm / ctx.world_size
+
+        # ---- 4. adapt the KL coefficient; log --------------------------------------------
+        n_minibatches = cfg.ppo_epochs * minibatches_per_epoch
+        update = {name: value / n_minibatches for name, value in _all_reduce(ctx, sums).items()}  # means
+        episodes = _all_reduce(ctx, {  # sums over the responses of all processes
+            "kl": float(kl.sum()), "rlhf_reward": float(batch.rewards.sum()), "score": float(batch.scores.sum()),
+            "eos_rate": float(batch.ended.sum()), "response_length": float(mask.sum()),
+            "explained_variance": explained_variance(batch.values, batch.returns, mask) * local_rollout,
+            "entropy": batch.entropy * local_rollout, "tokens": float(batch.attention_mask.sum())})
+        n = cfg.rollout_batch_size
+        kl_coef = kl_controller.value                             # the coefficient this rollout's rewards used
+        kl_controller.update(episodes["kl"] / n, n)
+        dt = time.perf_counter() - t0
+        last = {"step": step + 1, "loss": update["policy_loss"] + cfg.vf_coef * update["value_loss"], **update,
+                **{name: value / n for name, value in episodes.items() if name != "tokens"},
+                "kl_coef": kl_coef, "lr": cfg.learning_rate * schedule,
+                "tokens_per_s": episodes["tokens"] / dt, "rollout_s": t_rollout, "step_s": dt}
+        if on_update is not None:
+            last.update(on_update(step + 1, batch, last) or {})
+        if ctx.is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.set_postfix(score=f"{last['score']:.2f}", kl=f"{last['kl']:.2f}", eos=f"{last['eos_rate']:.2f}",
+                            clip=f"{last['clipfrac']:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
+            save(step + 1, final=False)
+    bar.close()
+    save(cfg.max_steps, final=True)
+    return last
+
+
+def minibatch_losses(policy, critic, batch: Rollout, rows: torch.Tensor, cfg: PPOConfig):
+    """PPO's clipped policy loss and clipped value loss on the responses `rows` of a
+    rollout (token means over those rows), and their statistics as floats."""
+    mask = batch.response_mask[rows]
+    input_ids, attention_mask = batch.input_ids[rows], batch.attention_mask[rows]
+    logprobs = response_logprobs(policy, input_ids, attention_mask, batch.responses[rows], mask, cfg.temperature)
+    pg_loss, pg_stats = policy_loss(logprobs, batch.logprobs[rows], batch.advantages[rows], mask, cfg.eps_clip)
+    values = response_values(critic, input_ids, attention_mask, mask.shape[1])
+    vf_loss, vf_stats = value_loss(values, batch.values[rows], batch.returns[rows], mask, cfg.value_clip)
+    stats = {"policy_loss": float(pg_loss.detach()), "value_loss": float(vf_loss.detach()), **pg_stats, **vf_stats}
+    return pg_loss, vf_loss, stats
+
+
+def _all_reduce(ctx: Dist, sums: dict[str, float]) -> dict[str, float]:
+    """Sum each named number over all processes."""
+    totals = all_reduce_sum(ctx, torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()
+    return dict(zip(sums, totals))
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off (Huang et al. 2024): with it, the log-probs of the rollout and of the
+    update would differ by noise, and the PPO ratio would not start at 1."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.config.dropout = 0.0

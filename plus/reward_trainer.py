@@ -1,0 +1,349 @@
+"""Reward-model training: fit r(x, y) to comparisons with the Bradley-Terry loss.
+
+Stiennon et al. 2020 (§3.4) start the reward model from the supervised policy with a new
+scalar head (plus/reward_head.py) and train it for one epoch on labeled comparisons,
+
+    L_BT = -(1 / N) * sum_{pairs} log sigmoid(r(x, y_chosen) - r(x, y_rejected) - m),
+
+where N is the number of pairs of the global batch and m an optional per-pair margin
+(`--margin_key`; 0 otherwise). Cheng et al. 2023 ("Everyone deserves a reward") add a
+language-model loss on the preferred responses, so the backbone keeps modelling text
+while it learns to rank it:
+
+    L = L_BT + lm_loss_coeff * (1 / |S|) * sum_{t in S} -log p(y_t | x, y_<t),
+
+S being the chosen-response tokens (and their EOS) of the whole global batch. Both terms
+come from one decoder pass: the reward head reads the final hidden state of the last
+real token, the LM head reads the hidden states of the chosen rows.
+
+After training, the rewards are shifted so that the reference summaries score 0 on
+average (Stiennon et al.; Huang et al. 2024), and with `--normalize_reward` scaled so
+that their spread is 1. PPO then receives rewards on a known scale whatever the training
+run, and "better than the reference" reads as "positive". The references are those of
+the training posts for the built-in world; a preference file usually has no reference
+summaries, so there the chosen responses of the training set stand in for them (each
+distinct (prompt, chosen) once).
+
+Read top to bottom: the loss of one micro-batch, scoring and the evaluation metrics,
+then the loop (derived sizes, data order, resume, accumulate -> clip -> step -> log ->
+evaluate -> save) and the normalization at the end. Every quantity is summed over the
+pairs or tokens of a micro-batch and divided by the count of the *global* batch, so one
+process and N processes compute the same gradients (plus/sft.py does the same).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from kernels import token_logprobs
+from plus import checkpoint
+from plus.bradley_terry import bradley_terry_loss, preference_accuracy
+from plus.data import IGNORE_INDEX, PreferencePair, SFTExample, collate_pairs, collate_sft, response_ids, truncate_query
+from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+from plus.reward_head import RewardModel
+from plus.sft import _truncate_metrics, lr_at, make_optimizer, model_head
+
+CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
+
+
+# ----------------------------------------------------------------------------------------
+# The loss of one micro-batch
+
+def pair_forward(model, batch: dict, device, with_lm: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(chosen rewards [B], rejected rewards [B], sum over the chosen response tokens of
+    -log p, or None without `with_lm`) for a `collate_pairs` batch of 2B rows, from one
+    forward pass. `model` is a RewardModel, possibly inside DDP."""
+    input_ids = batch["input_ids"].to(device)            # [2B, T]: B chosen rows, then B rejected
+    attention_mask = batch["attention_mask"].to(device)  # [2B, T]
+    B = input_ids.shape[0] // 2
+    rewards, hidden = model(input_ids, attention_mask, return_hidden=True)  # [2B], [2B, T, C]
+    nll_sum = None
+    if with_lm:
+        labels = batch["labels"][:B].to(device)                              # [B, T], chosen rows only
+        logits = model_head(model).backbone.logits(hidden[:B])               # [B, T, V]
+        nll_sum = -token_logprobs(logits, labels).sum()                      # 0 where IGNORE_INDEX
+    return rewards[:B], rewards[B:], nll_sum
+
+
+# ----------------------------------------------------------------------------------------
+# Scoring and evaluation
+
+@torch.no_grad()
+def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_size: int, device,
+          ctx: Dist = Dist(), raw: bool = False) -> torch.Tensor:
+    """Rewards [N] (float64, normalized unless `raw`) of (prompt, response) sequences.
+
+    Each process scores a contiguous share, longest-first in batches of similar length
+    (padding to the longest row of a batch is wasted work), and the shares are summed
+    into the full tensor on every process."""
+    n = len(examples)
+    per = -(-n // ctx.world_size)
+    mine = sorted(range(min(n, ctx.rank * per), min(n, (ctx.rank + 1) * per)),
+                  key=lambda i: -(len(examples[i].prompt) + len(examples[i].response)))
+    out = torch.zeros(n, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(mine), batch_size):
+        rows = mine[start:start + batch_size]
+        batch = collate_sft([examples[i] for i in rows], pad_id)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        rewards = model.raw_rewards(ids, mask) if raw else model(ids, mask)  # [b]
+        out[rows] = rewards.double().cpu()
+    model.train(was_training)
+    return all_reduce_sum(ctx, out)
+
+
+def pair_rows(pairs: list[PreferencePair]) -> list[SFTExample]:
+    """The 2N sequences of N pairs: every chosen one, then every rejected one."""
+    return [SFTExample(p.prompt, p.chosen) for p in pairs] + [SFTExample(p.prompt, p.rejected) for p in pairs]
+
+
+def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor, pairs: list[PreferencePair]) -> dict:
+    """Evaluation of rewards chosen [N] / rejected [N] on their pairs.
+
+    * loss: the Bradley-Terry loss (with the pairs' margins);
+    * label_accuracy: how often the labeled choice gets the higher reward (ties half);
+    * gold_agreement: the same against the noiseless gold preference, where the pairs
+      know it (the built-in world: labels are noisy, gold is what we really want);
+    * chosen_reward, rejected_reward, margin: mean rewards and mean r_c - r_r;
+    * calibration: the Bradley-Terry model predicts P(chosen wins) = sigmoid(r_c - r_r).
+      Folded so that every pair counts once, each row bins the model's confidence in
+      the response it favors, max(p, 1 - p), and compares the mean confidence with how
+      often that response is the labeled (and the gold) choice. A calibrated model has
+      label_frequency = mean_predicted in every bin; ece is the count-weighted mean gap.
+    """
+    chosen, rejected = chosen.double(), rejected.double()
+    margins = torch.tensor([p.margin for p in pairs], dtype=torch.float64)
+    # 1 where the model favors the labeled choice, 0 where it favors the other, 0.5 on a tie.
+    label_hit = (chosen > rejected).double() + 0.5 * (chosen == rejected).double()       # [N]
+    p_chosen = torch.sigmoid(chosen - rejected)
+    confidence = torch.maximum(p_chosen, 1 - p_chosen)                                    # [N] in [0.5, 1]
+    known = [i for i, p in enumerate(pairs) if p.gold is not None]
+    if known:
+        # gold = 1: chosen is really better, 0: worse, 0.5: a tie (either answer is half right).
+        gold = torch.tensor([pairs[i].gold for i in known], dtype=torch.float64)
+        gold_hit = torch.full_like(label_hit, float("nan"))
+        gold_hit[known] = gold * label_hit[known] + (1 - gold) * (1 - label_hit[known])
+    out = {
+        "n_pairs": len(pairs),
+        "loss": float(bradley_terry_loss(chosen, rejected, margins)),
+        "label_accuracy": preference_accuracy(chosen, rejected),
+        "chosen_reward": float(chosen.mean()),
+        "rejected_reward": float(rejected.mean()),
+        "margin": float((chosen - rejected).mean()),
+    }
+    if known:
+        out["gold_agreement"] = float(gold_hit[known].mean())
+        out["n_gold"] = len(known)
+    edges = torch.linspace(0.5, 1.0, CALIBRATION_BINS + 1).double()
+    bins = torch.bucketize(confidence, edges[1:-1], right=True)                           # [N] in 0..BINS-1
+    table, ece = [], 0.0
+    for b in range(CALIBRATION_BINS):
+        sel = bins == b
+        if not sel.any():
+            continue
+        row = {"bin": [round(float(edges[b]), 3), round(float(edges[b + 1]), 3)], "n": int(sel.sum()),
+               "mean_predicted": float(confidence[sel].mean()), "label_frequency": float(label_hit[sel].mean())}
+        if known and not gold_hit[sel].isnan().all():
+            row["gold_frequency"] = float(gold_hit[sel].nanmean())
+        ece += row["n"] / len(pairs) * abs(row["mean_predicted"] - row["label_frequency"])
+        table.append(row)
+    out["calibration"], out["ece"] = table, ece
+    return out
+
+
+def evaluate(model: RewardModel, eval_sets: dict[str, list[PreferencePair]], pad_id: int, batch_size: int, device,
+             ctx: Dist = Dist()) -> dict[str, dict]:
+    """pair_metrics for each named set of pairs (each process scores a share)."""
+    results = {}
+    for name, pairs in eval_sets.items():
+        rewards = score(model, pair_rows(pairs), pad_id, batch_size, device, ctx)
+        results[name] = pair_metrics(rewards[:len(pairs)], rewards[len(pairs):], pairs)
+    return results
+
+
+def reference_examples(dataset: str, pairs: list[PreferencePair], tokenizer, split: str, n_posts: int | None,
+                       prompt_max_len: int, generate_max_len: int, seed: int = 0) -> list[SFTExample]:
+    """The sequences whose mean reward is set to 0: the reference TL;DRs of posts
+    0 .. n_posts-1 of the world's `split` (the posts its comparisons are about), or, for a
+    file, each distinct (prompt, chosen response) of `pairs` (see the module docstring)."""
+    if dataset == "synthetic":
+        from plus.synthetic import World
+
+        return [SFTExample(truncate_query(tokenizer, p.subreddit, p.title, p.post, prompt_max_len),
+                           response_ids(tokenizer, p.summary, generate_max_len))
+                for p in World(seed).posts(split, n_posts)]
+    distinct = dict.fromkeys((tuple(p.prompt), tuple(p.chosen)) for p in pairs)
+    return [SFTExample(list(prompt), list(chosen)) for prompt, chosen in distinct]
+
+
+def flat_eval_metrics(results: dict[str, dict]) -> dict[str, float]:
+    """The scalar metrics of `evaluate` as metrics.jsonl keys: eval_<metric> for a single
+    set, eval_<metric>/<set name> for several."""
+    single = len(results) == 1
+    return {(f"eval_{k}" if single else f"eval_{k}/{name}"): v
+            for name, row in results.items() for k, v in row.items()
+            if k in ("loss", "label_accuracy", "gold_agreement", "margin")}
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+
+def train(
+    *,
+    model: RewardModel,
+    tokenizer,
+    pairs: list[PreferencePair],
+    eval_sets: dict[str, list[PreferencePair]],  # name -> held-out pairs, for the periodic eval
+    references: list[SFTExample],                 # scored 0 on average after training
+    out_dir: Path,
+    config: dict,                                 # provenance for config.json
+    args,
+    ctx: Dist,
+) -> dict:
+    """Train `model` on `pairs`, normalize it on `references`, save to `out_dir`.
+    Returns the last logged metrics and the normalization statistics."""
+    device = torch.device(args.device)
+
+    # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
+    per_step = args.micro_train_batch_size * ctx.world_size
+    if args.train_batch_size % per_step:
+        raise ValueError(f"--train_batch_size {args.train_batch_size} must be a multiple of "
+                         f"--micro_train_batch_size x processes = {per_step}")
+    accumulation = args.train_batch_size // per_step
+    steps_per_epoch = len(pairs) // args.train_batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(pairs)} pairs are fewer than one global batch ({args.train_batch_size})")
+    max_steps = args.max_steps or steps_per_epoch * args.max_epochs  # default: max_epochs passes (Stiennon: 1)
+    warmup = max(1, int(args.warmup_ratio * max_steps))
+    with_lm = args.lm_loss_coeff > 0
+
+    # ---- data order: a permutation per epoch, a function of (seed, epoch), so a resumed
+    # run sees exactly the batches the uninterrupted one would have.
+    def global_batch(step: int) -> list[int]:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        return order[offset * args.train_batch_size:(offset + 1) * args.train_batch_size].tolist()
+
+    # ---- model, optimizer, (resume) ---------------------------------------------------
+    # Training works on raw scores: a start from an already normalized reward model (the
+    # general RM of Cheng et al.'s general -> customized chain) drops its gain and bias
+    # here, and the new ones are set from the references at the end.
+    with torch.no_grad():
+        model.head.gain.fill_(1.0)
+        model.head.bias.fill_(0.0)
+    model.head.normalization = None
+    # An untied LM head (Llama-style) takes no part in the reward, so without the LM loss
+    # it would get no gradient, and DDP waits for every parameter's gradient. Freezing it
+    # leaves it out of DDP and of the optimizer; nothing else changes, because AdamW skips
+    # a parameter without a gradient anyway. (A tied head is the token embedding: used.)
+    if not with_lm and not model.config.tie_embeddings:
+        model.backbone.lm_head.weight.requires_grad_(False)
+    model.to(device).train()
+    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
+    metrics_path = out_dir / checkpoint.METRICS
+    start_step = 0
+    if args.resume:  # the weights were loaded from out_dir by the caller
+        state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
+        if state.get("stage") != "rm":
+            raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not 'rm'")
+        optimizer.load_state_dict(opt_state)
+        checkpoint.set_rng_state(rng)
+        start_step = state["step"]
+        print0(ctx, f"[rm] resuming from step {start_step} of {max_steps}")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, start_step)
+    ddp_model = DistributedDataParallel(model) if ctx.enabled else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and args.dtype == "bf16" else nullcontext())
+    eval_batch = 4 * args.micro_train_batch_size
+
+    def save(step: int):
+        if ctx.is_main:
+            model.save(out_dir, tokenizer, extra_config=config, optimizer=optimizer, metrics_file=metrics_path,
+                       trainer_state={"stage": "rm", "step": step, "max_steps": max_steps, "seed": args.seed})
+        barrier(ctx)
+
+    print0(ctx, f"[rm] {len(pairs)} pairs, {max_steps} steps of {args.train_batch_size} "
+                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes), "
+                f"{model.backbone.num_params() / 1e6:.2f}M parameters" + (f", lm_loss_coeff {args.lm_loss_coeff}"
+                                                                        if with_lm else ""))
+    bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
+               desc="rm", disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
+    last = {}
+    for step in bar:
+        t0 = time.perf_counter()
+        lr = lr_at(step, max_steps, args.learning_rate, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # Each rank takes its slice of the global batch and splits it into micro-batches.
+        mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
+        micro_batches = [collate_pairs([pairs[i] for i in mine[j:j + args.micro_train_batch_size]], tokenizer.pad_id)
+                         for j in range(0, len(mine), args.micro_train_batch_size)]
+        n_pairs = args.train_batch_size  # the global batch, over all ranks
+        n_lm_tokens = 1
+        if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
+            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(sum(  # rows [:B] are the chosen ones
+                int((b["labels"][:len(b["margin"])] != IGNORE_INDEX).sum()) for b in micro_batches))))
+        # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
+        sums = torch.zeros(6, dtype=torch.float64)
+        for i, batch in enumerate(micro_batches):
+            # Gradients are all-reduced only on the last micro-step; DDP averages them over
+            # ranks, hence the world-size factor next to the global counts.
+            sync = i == len(micro_batches) - 1
+            with (nullcontext() if sync or not ctx.enabled else ddp_model.no_sync()), autocast:
+                chosen, rejected, nll_sum = pair_forward(ddp_model, batch, device, with_lm)
+                bt_sum = bradley_terry_loss(chosen, rejected, batch["margin"].to(device)) * chosen.numel()
+                loss = bt_sum / n_pairs
+                if with_lm:
+                    loss = loss + args.lm_loss_coeff * nll_sum / n_lm_tokens
+                (loss * ctx.world_size).backward()
+            chosen, rejected = chosen.detach().double(), rejected.detach().double()
+            sums += torch.tensor([float(bt_sum.detach()), float(nll_sum.detach()) if with_lm else 0.0,
+                                  preference_accuracy(chosen, rejected) * chosen.numel(),
+                                  float(chosen.sum()), float(rejected.sum()),
+                                  float(batch["attention_mask"].sum())], dtype=torch.float64)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        bt, nll, hits, chosen_sum, rejected_sum, tokens = all_reduce_sum(ctx, sums).tolist()
+        loss = bt / n_pairs + (args.lm_loss_coeff * nll / n_lm_tokens if with_lm else 0.0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"[rm] step {step + 1}: loss is {loss}; the last saved checkpoint is intact")
+        dt = time.perf_counter() - t0
+        last = {"step": step + 1, "loss": loss, "bt_loss": bt / n_pairs, "accuracy": hits / n_pairs,
+                "chosen_reward": chosen_sum / n_pairs, "rejected_reward": rejected_sum / n_pairs,
+                "lr": lr, "grad_norm": grad_norm, "pairs_per_s": n_pairs / dt, "tokens_per_s": tokens / dt}
+        if with_lm:
+            last["lm_loss"] = nll / n_lm_tokens
+        if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_sets:
+            last.update(flat_eval_metrics(evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)))
+        if ctx.is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            shown = {k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")}
+            bar.set_postfix(pairs_s=f"{last['pairs_per_s']:.1f}", **shown)
+        if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
+            save(step + 1)
+    bar.close()
+
+    # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------
+    t0 = time.perf_counter()
+    raw = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)
+    stats = model.head.set_normalization(raw, args.normalize_reward)
+    print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
+                f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "
+                f"{float(model.head.gain):.4f}, bias {float(model.head.bias):.4f}")
+    save(max_steps)
+    return {**last, "reference_mean_raw": stats["reference_mean_raw"], "reference_std_raw": stats["reference_std_raw"]}

@@ -1,0 +1,321 @@
+import json
+import math
+import os
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eval as evaluate_cli
+import train
+from plus import checkpoint, data, reward_trainer
+from plus.data import PreferencePair, SFTExample, collate_pairs, response_ids, truncate_query
+from plus.gpt import GPT, GPTConfig
+from plus.reward_head import RewardModel, load_reward_model
+from plus.synthetic import World, export
+from plus.tokenizer import Tokenizer
+
+# ---- the loss of one micro-batch ----------------------------------------------------------
+
+class FixedRewardModel(torch.nn.Module):
+    """Stand-in reward model: fixed rewards, and 'hidden states' that are the logits
+    themselves (its backbone's LM head is the identity), so the LM term can be done by hand."""
+
+    def __init__(self, rewards, logits):
+        super().__init__()
+        self.rewards, self.fixed = rewards, logits
+        self.backbone = SimpleNamespace(logits=lambda hidden: hidden)
+
+    def forward(self, input_ids, attention_mask, return_hidden=False):
+        return self.rewards, self.fixed
+
+
+def test_lm_loss_term_by_hand():
+    # One pair: prompt [5, 6], chosen [7, 8], rejected [9]. Rows: chosen [5, 6, 7, 8] and
+    # rejected [5, 6, 9, pad]. Positions 1 and 2 of the chosen row predict 7 and 8; the
+    # prompt position, the rejected row and padding must not count.
+    batch = collate_pairs([PreferencePair(prompt=[5, 6], chosen=[7, 8], rejected=[9])], pad_id=0)
+    logits = torch.zeros(2, 4, 10)
+    logits[0, 1, 7] = 2.0     # p(7) = e^2 / (e^2 + 9)
+    logits[0, 2, 8] = -1.0    # p(8) = e^-1 / (e^-1 + 9)
+    logits[0, 0, 6] = -50.0   # a prompt token: ignored
+    logits[1, 1, 9] = -50.0   # the rejected response: ignored
+    model = FixedRewardModel(torch.tensor([0.3, -0.2]), logits)
+    chosen, rejected, nll_sum = reward_trainer.pair_forward(model, batch, "cpu", with_lm=True)
+    expected = -(math.log(math.e ** 2 / (math.e ** 2 + 9)) + math.log(math.e ** -1 / (math.e ** -1 + 9)))
+    assert float(nll_sum) == pytest.approx(expected, rel=1e-6)
+    assert chosen.tolist() == pytest.approx([0.3]) and rejected.tolist() == pytest.approx([-0.2])
+    assert reward_trainer.pair_forward(model, batch, "cpu", with_lm=False)[2] is None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models here gain nothing from two threads, and on a busy 2-core machine
+    two threads waiting for each other make a run 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer.train(World(0).corpus(300), vocab_size=400)
+
+
+def tiny_config(tokenizer, family="gpt2"):
+    make = GPTConfig.gpt2_style if family == "gpt2" else GPTConfig.llama_style
+    return make(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=16)
+
+
+def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer):
+    torch.manual_seed(0)
+    rm = RewardModel(tiny_config(tokenizer, "llama")).eval()
+    pairs = [PreferencePair([11, 12, 13], [14, 15, tokenizer.eos_id], [16, tokenizer.eos_id]),
+             PreferencePair([17], [18, 19, 20, 21, tokenizer.eos_id], [22, 23, 24, 25, 26, 27, tokenizer.eos_id])]
+    with torch.no_grad():
+        chosen, rejected, nll_sum = reward_trainer.pair_forward(rm, collate_pairs(pairs, tokenizer.pad_id), "cpu", True)
+        expected_nll = 0.0
+        for i, p in enumerate(pairs):  # each sequence alone, unpadded, with a plain log-softmax
+            for response, got in ((p.chosen, chosen[i]), (p.rejected, rejected[i])):
+                ids = torch.tensor([p.prompt + response])
+                hidden = rm.backbone(ids)
+                assert float(got) == pytest.approx(float(rm.head.raw(hidden)[0, -1]), abs=1e-5)
+            ids = torch.tensor([p.prompt + p.chosen])
+            logp = F.log_softmax(rm.backbone.logits(rm.backbone(ids))[0], dim=-1)
+            for t in range(len(p.prompt), len(p.prompt) + len(p.chosen)):
+                expected_nll -= float(logp[t - 1, ids[0, t]])
+    assert float(nll_sum) == pytest.approx(expected_nll, rel=1e-5)
+
+
+def test_pair_metrics_by_hand():
+    pairs = [PreferencePair([1], [2], [3], gold=g) for g in (1.0, 0.0, 1.0, None)]
+    chosen, rejected = torch.tensor([2.0, 0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 1.0, -2.0])
+    m = reward_trainer.pair_metrics(chosen, rejected, pairs)
+    d = [2.0, -1.0, 0.0, 3.0]  # r_c - r_r
+    assert m["loss"] == pytest.approx(sum(math.log1p(math.exp(-x)) for x in d) / 4)
+    assert m["label_accuracy"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)   # a tie counts half
+    # gold: pair 0 right, pair 1 right (gold says chosen is worse, the model agrees), pair 2 a tie.
+    assert m["gold_agreement"] == pytest.approx((1 + 1 + 0.5) / 3) and m["n_gold"] == 3
+    assert m["margin"] == pytest.approx(1.0) and m["chosen_reward"] == pytest.approx(1.0)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    conf = [sig(2), sig(1), 0.5, sig(3)]  # 0.881, 0.731, 0.5, 0.953 -> bins 0.8, 0.7, 0.5, 0.9
+    rows = {tuple(r["bin"]): r for r in m["calibration"]}
+    assert sorted(rows) == [(0.5, 0.6), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0)]
+    assert rows[(0.7, 0.8)]["mean_predicted"] == pytest.approx(conf[1])
+    assert rows[(0.7, 0.8)]["label_frequency"] == 0.0 and rows[(0.7, 0.8)]["gold_frequency"] == 1.0
+    assert rows[(0.5, 0.6)]["label_frequency"] == 0.5
+    assert "gold_frequency" not in rows[(0.9, 1.0)]  # its one pair has no gold verdict
+    assert m["ece"] == pytest.approx((abs(conf[0] - 1) + abs(conf[1] - 0) + 0 + abs(conf[3] - 1)) / 4)
+
+
+# ---- end to end through train.main --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sft_dirs(tokenizer, tmp_path_factory):
+    """Tiny 'SFT' checkpoints of both families (random weights: training only has to run)."""
+    root = tmp_path_factory.mktemp("sft")
+    for family in ("gpt2", "llama"):
+        torch.manual_seed(0)
+        gpt = GPT(tiny_config(tokenizer, family))
+        checkpoint.save_checkpoint(root / family, gpt, {"stage": "sft", "model": gpt.config.to_dict()}, tokenizer)
+    return root
+
+
+PROMPT_MAX_LEN = 96  # short sequences keep every run well under a second
+RM = ["--stage", "rm", "--max_samples", "24", "--train_batch_size", "8", "--micro_train_batch_size", "2",
+      "--n_eval", "8", "--eval_steps", "0", "--prompt_max_len", str(PROMPT_MAX_LEN), "--no_progress"]
+
+
+def rm_args(init, out, *extra):
+    return RM + ["--init_from", str(init), "--out_dir", str(out), *extra]
+
+
+def run(args):
+    assert train.main(list(args)) == 0
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (Path(out) / "rm" / "metrics.jsonl").read_text().splitlines()]
+
+
+def world_references(tokenizer, split, n):
+    return [SFTExample(truncate_query(tokenizer, p.subreddit, p.title, p.post, PROMPT_MAX_LEN),
+                       response_ids(tokenizer, p.summary, 48)) for p in World(0).posts(split, n)]
+
+
+def one_by_one(rm, examples):
+    with torch.no_grad():
+        return torch.tensor([float(rm(torch.tensor([e.prompt + e.response]), torch.ones(1, len(e.prompt + e.response),
+                                                                                           dtype=torch.long))[0])
+                             for e in examples], dtype=torch.float64)
+
+
+def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, sft_dirs, tmp_path):
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "a", "--normalize_reward"))
+    rm, _, config = load_reward_model(tmp_path / "a" / "rm")
+    assert config["reward"]["reference"]["n_references"] == 24 and config["normalize_reward"]
+    rewards = one_by_one(rm, world_references(tokenizer, "train", 24))  # the 24 training posts' references
+    assert abs(float(rewards.mean())) < 1e-5
+    assert float(rewards.std(correction=0)) == pytest.approx(1.0, abs=1e-5)
+
+    # The customized-from-general chain: a reward model starts the next one, whose
+    # normalization is its own (gain and bias are reset before training, set after).
+    run(rm_args(tmp_path / "a" / "rm", tmp_path / "b", "--max_samples", "16"))
+    rm_b, _, config_b = load_reward_model(tmp_path / "b" / "rm")
+    assert config_b["reward"]["reference"]["n_references"] == 16 and not config_b["normalize_reward"]
+    assert abs(float(one_by_one(rm_b, world_references(tokenizer, "train", 16)).mean())) < 1e-5
+
+    # eval.py --stage rm: the held-out figures, computed here another way.
+    assert evaluate_cli.main(["--out_dir", str(tmp_path / "a"), "--stage", "rm", "--n_pairs", "12",
+                              "--prompt_max_len", str(PROMPT_MAX_LEN)]) == 0
+    report = json.loads((tmp_path / "a" / "eval" / "report.json").read_text())["reward_model"]
+    heldout = one_by_one(rm, world_references(tokenizer, "valid", 12))
+    assert report["reference_mean"] == pytest.approx(float(heldout.mean()), abs=1e-5)
+    assert report["train_reference_mean"] == pytest.approx(0.0, abs=1e-6)
+    pairs, _ = data.load_preference_pairs("synthetic", tokenizer, split="valid", n=12, on_bad_record="skip",
+                                          prompt_max_len=PROMPT_MAX_LEN)
+    chosen = one_by_one(rm, [SFTExample(p.prompt, p.chosen) for p in pairs])
+    rejected = one_by_one(rm, [SFTExample(p.prompt, p.rejected) for p in pairs])
+    gold = [p.gold * (c > r) + (1 - p.gold) * (c < r) for p, c, r in zip(pairs, chosen, rejected)]
+    assert report["n_pairs"] == len(pairs)
+    assert report["gold_agreement"] == pytest.approx(float(sum(gold)) / len(pairs))
+    assert report["label_accuracy"] == pytest.approx(float((chosen > rejected).double().mean()))
+    assert "## Reward model" in (tmp_path / "a" / "eval" / "report.md").read_text()
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(sft_dirs, tmp_path, monkeypatch):
+    args = ("--max_samples", "40", "--max_steps", "4", "--lm_loss_coeff", "0.1", "--eval_steps", "2")
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "a", *args))
+
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_die(*a, **kw):
+        real_save(*a, **kw)
+        raise KeyboardInterrupt("killed after the step-2 save")
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(rm_args(sft_dirs / "gpt2", tmp_path / "b", *args, "--save_steps", "2"))
+    monkeypatch.undo()
+    assert checkpoint.load_trainer_state(tmp_path / "b" / "rm")[0]["step"] == 2
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "b", *args, "--resume"))
+
+    a, b = checkpoint.load_state_dict(tmp_path / "a" / "rm"), checkpoint.load_state_dict(tmp_path / "b" / "rm")
+    for name in a:  # the normalization buffers included
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank: int, ports: list[int], runs: list[list[str]]) -> None:
+    """One of two processes: the environment torchrun would set, then train.main per run
+    (each run on a fresh port: the previous run's process group closed its store)."""
+    torch.set_num_threads(1)
+    for port, argv in zip(ports, runs):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                          WORLD_SIZE="2")
+        if train.main(argv) != 0:
+            raise RuntimeError(f"rank {rank}: train.main failed")
+
+
+def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
+    # The comparisons come from a file, so the two processes need not build the gold judge.
+    export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
+    data_args = ["--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"), "--on_bad_record", "skip",
+                 "--max_steps", "3"]
+    # llama-style (an untied LM head, which gets no gradient without the LM loss: DDP must
+    # not wait for it), and gpt2-style with the LM loss (normalized by the global token count).
+    configs = {"llama": [], "gpt2": ["--lm_loss_coeff", "0.5"]}
+    for family, extra in configs.items():
+        run(rm_args(sft_dirs / family, tmp_path / f"{family}_1", *data_args, *extra))
+    runs = [rm_args(sft_dirs / family, tmp_path / f"{family}_2", *data_args, *extra) for family, extra in configs.items()]
+    torch.multiprocessing.spawn(ddp_worker, args=([free_port() for _ in runs], runs), nprocs=2, join=True)
+    for family in configs:
+        one, two = losses(tmp_path / f"{family}_1"), losses(tmp_path / f"{family}_2")
+        assert len(one) == len(two) == 3
+        for x, y in zip(one, two):
+            assert abs(x - y) <= 1e-4 * abs(x), (family, one, two)
+
+
+def test_exported_comparisons_train_like_the_builtin_world(sft_dirs, tmp_path):
+    export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "builtin"))
+    # The world's own comparisons include a few with an empty summary, which a file may not
+    # hold; the built-in data skips them, so the file is read with --on_bad_record skip.
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"),
+                "--on_bad_record", "skip"))
+    assert losses(tmp_path / "file") == losses(tmp_path / "builtin") and len(losses(tmp_path / "file")) == 2
+    a, b = checkpoint.load_state_dict(tmp_path / "builtin" / "rm"), checkpoint.load_state_dict(tmp_path / "file" / "rm")
+    for name in a:
+        if not name.startswith("head.gain") and not name.startswith("head.bias"):  # references differ (see docs)
+            assert torch.equal(a[name], b[name]), name
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+GOOD = [{"prompt": f"TITLE: my boyfriend {i}\n\nTL;DR:", "chosen": "he cheated on me", "rejected": "I feel sad"}
+        for i in range(8)]
+BAD = {
+    "invalid JSON": '{"prompt": "TL;DR:", "chosen": "a"',
+    "missing key 'rejected'": {"prompt": "TL;DR:", "chosen": "he cheated"},
+    "'chosen' is empty": {"prompt": "TL;DR:", "chosen": "  ", "rejected": "I feel sad"},
+    "'rejected' should be a string or a list of chat messages, got int": {"prompt": "TL;DR:", "chosen": "a b",
+                                                                          "rejected": 5},
+    "undecodable bytes": b'{"prompt": "\xff\xfe", "chosen": "a", "rejected": "b"}',
+    "chosen and rejected responses are identical": {"prompt": "TL;DR:", "chosen": "same", "rejected": "same"},
+}
+
+
+def write_lines(path, records):
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode())
+                              + b"\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("problem", list(BAD))
+def test_bad_record_fails_before_any_step(problem, sft_dirs, tmp_path, capsys):
+    path = write_lines(tmp_path / "prefs.jsonl", GOOD[:2] + [BAD[problem]] + GOOD[2:])
+    code = train.main(rm_args(sft_dirs / "gpt2", tmp_path, "--dataset", str(path), "--prompt_key", "prompt"))
+    assert code == 1
+    assert f"{path}:3: {problem}" in capsys.readouterr().err
+    assert not (tmp_path / "rm").exists()
+
+
+def test_bad_records_are_skipped_and_counted(sft_dirs, tmp_path, capsys):
+    path = write_lines(tmp_path / "prefs.jsonl", GOOD[:4] + list(BAD.values()) + GOOD[4:])
+    run(rm_args(sft_dirs / "gpt2", tmp_path, "--dataset", str(path), "--prompt_key", "prompt", "--on_bad_record",
+                "skip", "--train_batch_size", "4"))
+    assert f"skipped {len(BAD)} records" in capsys.readouterr().out
+    assert checkpoint.load_config(tmp_path / "rm")["n_pairs"] == len(GOOD)
+
+
+def test_unknown_domain_and_key_name_list_the_valid_ones(sft_dirs, tmp_path, capsys):
+    path = write_lines(tmp_path / "prefs.jsonl", GOOD)
+    with pytest.raises(SystemExit):
+        train.main(rm_args(sft_dirs / "gpt2", tmp_path, "--dataset", str(path), "--domain", "cooking"))
+    assert "academy" in capsys.readouterr().err
+    assert train.main(rm_args(sft_dirs / "gpt2", tmp_path, "--dataset", str(path), "--chosen_key", "better")) == 1
+    assert f"{path}:1: missing key 'better' (record has: chosen, prompt, rejected)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "rm", "--margin_key", "m"], "--margin_key describes a preference file"),
+    (["--stage", "rm", "--domain", "academy"], "--domain describes a preference file"),
+    (["--stage", "sft", "--lm_loss_coeff", "0.1"], "--lm_loss_coeff only applies to --stage rm"),
+    (["--stage", "sft", "--chosen_key", "a", "--dataset", "x.jsonl"], "--chosen_key only applies to --stage rm"),
+    (["--stage", "rm", "--input_key", "q", "--dataset", "x.jsonl"], "for --stage rm use --prompt_key"),
+    (["--stage", "rm", "--lm_loss_coeff", "-1"], "--lm_loss_coeff must be >= 0"),
+])
+def test_contradictory_flags_are_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    assert message in capsys.readouterr().err
