@@ -34,9 +34,11 @@ STAGE_DEFAULTS = {
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.05,
                eval_steps=50),
-    # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's.
-    "ppo": dict(learning_rate=2e-5, critic_learning_rate=5e-5, max_steps=12, rollout_batch_size=64,
-                train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.0),
+    # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
+    # 2M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
+    # the time). save_steps: the policies along the run, for eval.py's over-optimization view.
+    "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=16, rollout_batch_size=64,
+                train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
 }
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise.
 RM_WORLD_PAIRS = 6400
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
     add_ppo_args(p)
     # bookkeeping
-    p.add_argument("--save_steps", type=int, default=0, help="also save every N steps (for --resume)")
+    p.add_argument("--save_steps", type=int, default=None,
+                   help="also save every N steps (for --resume; ppo: the policy snapshots, default 4)")
     p.add_argument("--resume", action="store_true", help="continue the stage from its saved checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
