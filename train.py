@@ -3,6 +3,7 @@
     python train.py --stage all                       # the demo on the built-in world
     python train.py --stage sft --dataset my_tldr.jsonl --init_from runs/demo/pretrain
     torchrun --nproc_per_node=2 train.py --stage sft --max_steps 20
+    torchrun --nproc_per_node=2 train.py --stage sft --strategy fsdp   # sharded (plus/fsdp.py)
     python train.py --stage rm --dataset comparisons.jsonl --eval_dataset a.jsonl b.jsonl
 
 Stage X writes <out_dir>/X/ and, unless --init_from says otherwise, starts from the
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from plus import checkpoint, data
-from plus.distributed import Dist, init, print0, teardown
+from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
 
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="autocast dtype on CUDA (CPU runs fp32)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="ddp",
+                   help="ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer "
+                        "state are sharded over the processes (plus/fsdp.py)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 

@@ -52,11 +52,12 @@ def resolve(path) -> Path:
     raise CheckpointError(f"{path}: not a checkpoint (needs {CONFIG} and {WEIGHTS})")
 
 
-def unique_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict without aliases: a tied output head shares the embedding's storage and
-    safetensors refuses to store one tensor twice; the tie is restored by the model."""
+def unique_state_dict(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
+    """state_dict (of a module, or given) without aliases: a tied output head shares the
+    embedding's storage and safetensors refuses to store one tensor twice; the tie is
+    restored by the model."""
     out, seen = {}, set()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in (module if isinstance(module, dict) else module.state_dict()).items():
         key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
         if key is not None and key in seen:
             continue
@@ -90,9 +91,10 @@ def save_checkpoint(
     config: dict,
     tokenizer=None,
     trainer_state: dict | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | dict | None = None,
     metrics_file=None,
     keep: tuple[str, ...] = (),
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (see module docstring); returns its path.
 
@@ -101,6 +103,8 @@ def save_checkpoint(
     (the live metrics.jsonl of the run) is copied in, so the directory tells its history.
     `keep` names subdirectories of the checkpoint being replaced that move into the new
     one (the PPO stage's snapshots, <dir>/checkpoints/step_N); everything else is replaced.
+    A sharded model (plus/fsdp.py) passes its gathered weights as `state_dict` and its
+    gathered optimizer state as `optimizer` (a dict); the files are the same.
     """
     path = Path(path)
     staging = path.with_name(path.name + ".saving")
@@ -109,7 +113,8 @@ def save_checkpoint(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
 
-    save_file(unique_state_dict(model), str(staging / WEIGHTS), metadata={"format": "pt"})
+    save_file(unique_state_dict(model if state_dict is None else state_dict), str(staging / WEIGHTS),
+              metadata={"format": "pt"})
     _write_json(staging / CONFIG, {**config, "format": FORMAT})
     if tokenizer is not None:
         tokenizer.save(staging / TOKENIZER)
@@ -117,7 +122,7 @@ def save_checkpoint(
         _write_json(staging / TRAINER_STATE, trainer_state)
         torch.save(rng_state(), staging / RNG)
         if optimizer is not None:
-            torch.save(optimizer.state_dict(), staging / OPTIMIZER)
+            torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), staging / OPTIMIZER)
     if metrics_file is not None and Path(metrics_file).is_file():
         shutil.copyfile(metrics_file, staging / METRICS)
 

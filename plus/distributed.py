@@ -1,4 +1,5 @@
-"""torchrun plumbing: process groups, rank-aware printing, sharding.
+"""torchrun plumbing: process groups, rank-aware printing, sharding, and the strategies
+(DDP or FSDP) that spread a model over the processes.
 
 `torchrun --nproc_per_node=N train.py ...` starts N copies of the script with RANK,
 LOCAL_RANK and WORLD_SIZE in the environment. `python train.py` is the same program with
@@ -11,6 +12,7 @@ Backends: NCCL for CUDA tensors, gloo for CPU.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -75,3 +77,76 @@ def rank_slice(ctx: Dist, n: int) -> slice:
         raise ValueError(f"{n} items do not split evenly over {ctx.world_size} processes")
     per = n // ctx.world_size
     return slice(ctx.rank * per, (ctx.rank + 1) * per)
+
+
+# ---- strategies: how a model is spread over the processes --------------------------------
+# "ddp": every process holds the whole model; gradients are all-reduced (averaged).
+# "fsdp": every process holds 1/N of the parameters, gradients and optimizer state
+# (plus/fsdp.py). The helpers below let one training loop serve both.
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def wrap_model(model: torch.nn.Module, ctx: Dist, strategy: str = "ddp", param_dtype: torch.dtype | None = None):
+    """The module the loop calls: DDP (or the model itself in a world of one), or FSDP.
+
+    FSDP replaces the model's parameters by this process's shards in place, so build the
+    optimizer *after* wrapping, from model.parameters(). It runs in a world of one too
+    (its collectives become copies). `param_dtype`: FSDP's compute dtype (bf16 mixed
+    precision); the shards stay float32."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if strategy == "fsdp":
+        from plus.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel(model, param_dtype=param_dtype)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+    return model
+
+
+def _is_fsdp(wrapped) -> bool:
+    from plus.fsdp import FullyShardedDataParallel
+
+    return isinstance(wrapped, FullyShardedDataParallel)
+
+
+def clip_grad_norm(wrapped: torch.nn.Module, max_norm: float) -> float:
+    """Clip the gradient of all parameters to `max_norm` (FSDP: the norm over every
+    process's shards); returns the norm before clipping."""
+    if _is_fsdp(wrapped):
+        return float(wrapped.clip_grad_norm_(max_norm))
+    return float(torch.nn.utils.clip_grad_norm_(wrapped.parameters(), max_norm))
+
+
+def full_params(wrapped: torch.nn.Module):
+    """A context for inference loops whose length may differ between processes (sampling,
+    evaluating uneven shares): FSDP gathers the whole model once, so the forwards inside
+    make no collectives. Nothing to do for a replicated model."""
+    return wrapped.summon_full_params() if _is_fsdp(wrapped) else nullcontext()
+
+
+def gather_for_save(wrapped: torch.nn.Module, optimizer=None) -> tuple[dict | None, object]:
+    """(weights, optimizer state) as a checkpoint stores them. FSDP: the full weights and
+    every process's optimizer shard, gathered onto rank 0 (every process must call this).
+    A replicated model: (None, optimizer), and save_checkpoint reads both itself."""
+    if not _is_fsdp(wrapped):
+        return None, optimizer
+    weights = wrapped.full_state_dict()
+    return weights, (wrapped.optimizer_state_dict(optimizer) if optimizer is not None else None)
+
+
+def load_optimizer_state(wrapped: torch.nn.Module, optimizer, state: dict) -> None:
+    """Resume an optimizer saved through `gather_for_save`; a state saved under the other
+    strategy is an error that says so."""
+    if _is_fsdp(wrapped):
+        wrapped.load_optimizer_state_dict(optimizer, state)
+        return
+    from plus.fsdp import FORMAT
+
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        raise ValueError(f"the optimizer state was saved with --strategy fsdp over {state['world_size']} "
+                         "processes; resume with --strategy fsdp")
+    optimizer.load_state_dict(state)

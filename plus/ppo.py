@@ -45,7 +45,10 @@ trains its summarizer with this loop, rewarded by a reward model that the callba
 updates on the same rollout between PPO updates.
 
 With torchrun, each process samples its own share of the prompts; policy and critic are
-wrapped in DDP, so their gradients are averaged over processes; only rank 0 writes.
+wrapped in DDP, so their gradients are averaged over processes; only rank 0 writes. With
+`strategy="fsdp"` policy, critic and reference are sharded instead (plus/fsdp.py), and
+the rollout, whose sampling loop may run a different number of steps on each process,
+runs on weights gathered once for it.
 Whitening (of advantages, and of rewards when on) uses each process's own rollout.
 """
 
@@ -62,13 +65,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from kernels import token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX, SFTExample
-from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save, print0,
+                               rank_slice, wrap_model)
 from plus.gae import compute_gae, whiten
 from plus.generate import generate, left_pad
 from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
@@ -113,6 +116,7 @@ class PPOConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "bf16"               # autocast dtype on CUDA (CPU runs fp32)
+    strategy: str = "ddp"             # ddp: replicate policy and critic; fsdp: shard them (and the reference)
     no_progress: bool = False
 
 
@@ -308,13 +312,19 @@ def train(
     if not critic.config.tie_embeddings:
         # The critic never calls its LM head; a parameter without a gradient would stall DDP.
         critic.backbone.lm_head.weight.requires_grad_(False)
+    n_params = policy.num_params()
+    bf16 = device.type == "cuda" and cfg.dtype == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    # DDP or FSDP (cfg.strategy). FSDP swaps the parameters for shards, so the optimizers
+    # are built after wrapping. The frozen reference has no gradients for DDP to average;
+    # FSDP shards it too, to save its memory.
+    param_dtype = torch.bfloat16 if bf16 else None
+    ddp_policy = wrap_model(policy, ctx, cfg.strategy, param_dtype)
+    ddp_critic = wrap_model(critic, ctx, cfg.strategy, param_dtype)
+    sharded_ref = wrap_model(ref_policy, ctx, "fsdp", param_dtype) if cfg.strategy == "fsdp" else ref_policy
     # Two networks, two optimizers (Stiennon et al.: no parameters shared).
     policy_optimizer = make_optimizer(policy, cfg.learning_rate, cfg.weight_decay, eps=cfg.adam_eps)
     critic_optimizer = make_optimizer(critic, cfg.critic_learning_rate, cfg.weight_decay, eps=cfg.adam_eps)
-    ddp_policy = DistributedDataParallel(policy) if ctx.enabled else policy
-    ddp_critic = DistributedDataParallel(critic) if ctx.enabled else critic
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and cfg.dtype == "bf16" else nullcontext())
     kl_controller = (AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
                      if cfg.kl_target is not None else FixedKLController(cfg.init_kl_coef))
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ctx.rank)  # each process its own samples
@@ -327,13 +337,14 @@ def train(
     saved = {"last": None}  # the newest checkpoint this run wrote, named by the NaN guard
 
     def save(step: int, final: bool):
+        weights, _ = gather_for_save(ddp_policy)  # FSDP: every process takes part
         if ctx.is_main:
             snapshots = out_dir / SNAPSHOTS
             if saved["last"] is None and snapshots.exists():
                 shutil.rmtree(snapshots)  # an earlier run's snapshots: not this run's curve
             path = out_dir if final else snapshots / f"step_{step}"
             # The final save replaces <out_dir> but keeps the snapshots inside it.
-            checkpoint.save_checkpoint(path, policy, {**config, "step": step}, tokenizer=tokenizer,
+            checkpoint.save_checkpoint(path, policy, {**config, "step": step}, tokenizer=tokenizer, state_dict=weights,
                                        metrics_file=metrics_path if final else None, keep=(SNAPSHOTS,) if final else ())
             saved["last"] = path
         barrier(ctx)
@@ -352,7 +363,8 @@ def train(
     print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts, "
                 f"{cfg.ppo_epochs} epochs x {minibatches_per_epoch} minibatches of {cfg.train_batch_size} "
                 f"({cfg.micro_train_batch_size} x {local_minibatch // cfg.micro_train_batch_size} accumulation x "
-                f"{ctx.world_size} processes), {policy.num_params() / 1e6:.2f}M parameters per model")
+                f"{ctx.world_size} processes{'' if ctx.world_size == 1 else ', ' + cfg.strategy}), "
+                f"{n_params / 1e6:.2f}M parameters per model")
     bar = tqdm(range(cfg.max_steps), desc="ppo", disable=not ctx.is_main or cfg.no_progress, dynamic_ncols=True)
     last = {}
     optimizer_step = 0
@@ -361,8 +373,9 @@ def train(
 
         # ---- 1. rollout: sample, then score with the reward and both policies ------------
         indices = prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)]
-        batch = rollout(policy, ref_policy, critic, score_fn, tokenizer, [prompts[i] for i in indices], indices,
-                        cfg, generator, autocast)
+        with full_params(ddp_policy), full_params(sharded_ref), full_params(ddp_critic):
+            batch = rollout(policy, ref_policy, critic, score_fn, tokenizer, [prompts[i] for i in indices], indices,
+                            cfg, generator, autocast)
         check_finite(step + 1, score=float(batch.scores.sum()))
         t_rollout = time.perf_counter() - t0
         mask = batch.response_mask
@@ -409,8 +422,8 @@ def train(
                         ((pg_loss + cfg.vf_coef * vf_loss) * weight).backward()
                     for name, value in stats.items():
                         minibatch[name] += value * tokens / n_tokens  # summed over processes below
-                policy_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm))
-                critic_norm = float(torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm))
+                policy_norm = clip_grad_norm(ddp_policy, cfg.max_grad_norm)
+                critic_norm = clip_grad_norm(ddp_critic, cfg.max_grad_norm)
                 check_finite(step + 1, policy_loss=minibatch["policy_loss"], value_loss=minibatch["value_loss"],
                              policy_grad_norm=policy_norm, critic_grad_norm=critic_norm)
                 policy_optimizer.step()

@@ -40,14 +40,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from kernels import token_logprobs
 from plus import checkpoint
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
 from plus.data import IGNORE_INDEX, PreferencePair, SFTExample, collate_pairs, collate_sft, response_ids, truncate_query
-from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
+                               load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
 from plus.sft import _truncate_metrics, lr_at, make_optimizer, model_head
 
@@ -248,6 +248,10 @@ def train(
     if not with_lm and not model.config.tie_embeddings:
         model.backbone.lm_head.weight.requires_grad_(False)
     model.to(device).train()
+    n_params = model.backbone.num_params()
+    bf16 = device.type == "cuda" and args.dtype == "bf16"
+    # DDP or FSDP (--strategy); FSDP swaps the parameters for shards: optimizer after wrapping.
+    ddp_model = wrap_model(model, ctx, args.strategy, param_dtype=torch.bfloat16 if bf16 else None)
     optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
     metrics_path = out_dir / checkpoint.METRICS
     start_step = 0
@@ -255,28 +259,28 @@ def train(
         state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
         if state.get("stage") != "rm":
             raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not 'rm'")
-        optimizer.load_state_dict(opt_state)
+        load_optimizer_state(ddp_model, optimizer, opt_state)
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
         print0(ctx, f"[rm] resuming from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, start_step)
-    ddp_model = DistributedDataParallel(model) if ctx.enabled else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and args.dtype == "bf16" else nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
     eval_batch = 4 * args.micro_train_batch_size
 
     def save(step: int):
+        weights, opt = gather_for_save(ddp_model, optimizer)  # FSDP: every process takes part
         if ctx.is_main:
-            model.save(out_dir, tokenizer, extra_config=config, optimizer=optimizer, metrics_file=metrics_path,
+            model.save(out_dir, tokenizer, extra_config=config, optimizer=opt, metrics_file=metrics_path,
+                       state_dict=weights,
                        trainer_state={"stage": "rm", "step": step, "max_steps": max_steps, "seed": args.seed})
         barrier(ctx)
 
     print0(ctx, f"[rm] {len(pairs)} pairs, {max_steps} steps of {args.train_batch_size} "
-                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes), "
-                f"{model.backbone.num_params() / 1e6:.2f}M parameters" + (f", lm_loss_coeff {args.lm_loss_coeff}"
-                                                                        if with_lm else ""))
+                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes"
+                f"{'' if ctx.world_size == 1 else ', ' + args.strategy}), {n_params / 1e6:.2f}M parameters"
+                + (f", lm_loss_coeff {args.lm_loss_coeff}" if with_lm else ""))
     bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
                desc="rm", disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
@@ -313,7 +317,7 @@ def train(
                                   preference_accuracy(chosen, rejected) * chosen.numel(),
                                   float(chosen.sum()), float(rejected.sum()),
                                   float(batch["attention_mask"].sum())], dtype=torch.float64)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+        grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -328,7 +332,8 @@ def train(
         if with_lm:
             last["lm_loss"] = nll / n_lm_tokens
         if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_sets:
-            last.update(flat_eval_metrics(evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)))
+            with full_params(ddp_model):  # FSDP: the ranks' shares of the eval pairs may differ in size
+                last.update(flat_eval_metrics(evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)))
         if ctx.is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")
@@ -340,7 +345,8 @@ def train(
 
     # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------
     t0 = time.perf_counter()
-    raw = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)
+    with full_params(ddp_model):
+        raw = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)
     stats = model.head.set_normalization(raw, args.normalize_reward)
     print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
                 f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "

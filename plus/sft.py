@@ -29,7 +29,9 @@ from tqdm import tqdm
 from kernels import fused_linear_token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX
-from plus.distributed import Dist, all_reduce_sum, barrier, print0, rank_slice
+from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
+                               load_optimizer_state, print0, rank_slice, wrap_model)
+from plus.fsdp import FullyShardedDataParallel
 
 
 def lr_at(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
@@ -42,11 +44,13 @@ def lr_at(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
     # Decay only the matrices (linear weights, embeddings); biases and norm gains keep
-    # their scale. Parameters are deduplicated, so a tied head is stepped once.
+    # their scale. Parameters are deduplicated, so a tied head is stepped once. FSDP's
+    # flat shards are 1-D; each says whether it holds matrices (plus/fsdp.py).
     params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+    matrix = [getattr(p, "holds_matrices", p.dim() >= 2) for p in params]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p, m in zip(params, matrix) if m], "weight_decay": weight_decay},
+        {"params": [p for p, m in zip(params, matrix) if not m], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=eps)
 
@@ -65,8 +69,8 @@ def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
 
 
 def model_head(model):
-    """The GPT inside a DDP wrapper (for its head)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The model inside a DDP or FSDP wrapper (for its head)."""
+    return model.module if isinstance(model, (DistributedDataParallel, FullyShardedDataParallel)) else model
 
 
 @torch.no_grad()
@@ -120,36 +124,41 @@ def train(
 
     # ---- model, optimizer, (resume) ---------------------------------------------------
     model.to(device).train()
-    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
     metrics_path = out_dir / checkpoint.METRICS
-    start_step = 0
+    start_step, opt_state = 0, None
     if args.resume:
         state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
         if state.get("stage") != stage:
             raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not {stage!r}")
         checkpoint.load_into(model, checkpoint.load_state_dict(out_dir, device))
-        optimizer.load_state_dict(opt_state)
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
         print0(ctx, f"[{stage}] resuming from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint
-    ddp_model = DistributedDataParallel(model) if ctx.enabled else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and args.dtype == "bf16" else nullcontext())
+    n_params = model.num_params()
+    bf16 = device.type == "cuda" and args.dtype == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    # DDP or FSDP (--strategy). FSDP swaps the parameters for this process's shards, so
+    # the optimizer is built after wrapping.
+    ddp_model = wrap_model(model, ctx, args.strategy, param_dtype=torch.bfloat16 if bf16 else None)
+    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
+    if opt_state is not None:
+        load_optimizer_state(ddp_model, optimizer, opt_state)
 
     def save(step: int):
+        weights, opt = gather_for_save(ddp_model, optimizer)  # FSDP: every process takes part
         if ctx.is_main:
             checkpoint.save_checkpoint(
-                out_dir, model, config, tokenizer=tokenizer, optimizer=optimizer,
+                out_dir, model, config, tokenizer=tokenizer, optimizer=opt, state_dict=weights,
                 trainer_state={"stage": stage, "step": step, "max_steps": max_steps, "seed": args.seed},
                 metrics_file=metrics_path)
         barrier(ctx)
 
     print0(ctx, f"[{stage}] {dataset_size} examples, {max_steps} steps of {args.train_batch_size} "
-                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes), "
-                f"{model_head(model).num_params() / 1e6:.2f}M parameters")
+                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes"
+                f"{'' if ctx.world_size == 1 else ', ' + args.strategy}), {n_params / 1e6:.2f}M parameters")
     bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
                desc=stage, disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
@@ -177,7 +186,7 @@ def train(
                 loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
                 (loss_sum * ctx.world_size / n_tokens).backward()
             loss_total += float(loss_sum.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+        grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -189,7 +198,8 @@ def train(
         last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": tokens / dt, "target_tokens": n_tokens}
         if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_batches:
-            last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
+            with full_params(ddp_model):  # FSDP: ranks may hold different numbers of eval batches
+                last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
         if ctx.is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")
