@@ -1031,19 +1031,30 @@ def _tag(age: int, gender: str) -> str:
     return f"({age}{gender})"
 
 
-def _quantity_text(q: dict, casual: bool, rng: random.Random | None = None) -> str:
-    """'3 years' / '3 yrs' / 'three years', or '$2,000' / '$2k' / '2k'. Posts (rng given)
-    vary the form; summaries use the plain form of their register."""
+def _quantity_form(q: dict, casual: bool, rng: random.Random) -> dict:
+    """How one post writes its quantity: '3 years' / '3 yrs' / 'three years', or
+    '$2,000' / '$2k' / '2k'. Drawn once per post and kept in its facts: the reference
+    TL;DR copies the post's form, as people copy the numbers they read."""
     v = q["value"]
     if q["kind"] == "amount":
-        if casual and v >= 1000 and v % 500 == 0:
-            short = f"{v / 1000:g}k"
-            return short if rng is not None and rng.random() < 0.3 else "$" + short
+        short = casual and v >= 1000 and v % 500 == 0
+        return {"k": ("k" if rng.random() < 0.3 else "$k") if short else None}
+    return {"yrs": casual and q["unit"] == "year" and rng.random() < 0.6,
+            "word": v <= 12 and rng.random() < 0.25}
+
+
+def _quantity_text(q: dict, form: dict) -> str:
+    """The quantity `q` written in `form` (see _quantity_form); a form that does not fit
+    the value (a word for 13, '2k' for $750) falls back to the plain form."""
+    v = q["value"]
+    if q["kind"] == "amount":
+        if form.get("k") and v >= 1000 and v % 500 == 0:
+            return ("$" if form["k"] == "$k" else "") + f"{v / 1000:g}k"
         return f"${v:,}"
     unit = q["unit"] + ("" if v == 1 else "s")
-    if casual and q["unit"] == "year" and (rng is None or rng.random() < 0.6):
+    if form.get("yrs") and q["unit"] == "year":
         unit = "yr" if v == 1 else "yrs"
-    number = _NUMBER_WORDS[v] if rng is not None and v <= 12 and rng.random() < 0.25 else str(v)
+    number = _NUMBER_WORDS[v] if form.get("word") and v <= 12 else str(v)
     return f"{number} {unit}"
 
 
@@ -1160,7 +1171,8 @@ def _write_post(facts: dict, rng: random.Random) -> tuple[str, str, list[int]]:
     casual = facts["register"] == "casual"
     slots = _post_slots(facts)
     slots["rel"] = _registered(RELATIONS[facts["other"]["relation"]][1], casual, rng)  # one form per post
-    slots["qty"] = _quantity_text(facts["quantity"], casual, rng)
+    facts["quantity"]["form"] = _quantity_form(facts["quantity"], casual, rng)
+    slots["qty"] = _quantity_text(facts["quantity"], facts["quantity"]["form"])
     event = _fact(group, "event", facts["event"])
 
     def say(template: str) -> str:
@@ -1273,7 +1285,7 @@ def _summary_clauses(facts: dict, plan: dict) -> list[str]:
     rel = _registered(RELATIONS[o["relation"]][1], casual)
     otag = " " + _tag(o["age"], o["gender"]) if keep["other_age"] else ""
     ntag = " " + _tag(n["age"], n["gender"]) if keep["narrator"] else ""
-    qty = _quantity_text(facts["quantity"], casual)
+    qty = _quantity_text(facts["quantity"], facts["quantity"]["form"])  # the post's own form
     slots = {**_pronouns(o["gender"]), "I": "I" + ntag, "me": "me" + ntag, "them": f"my {rel}{otag}",
              "their": f"my {rel}'s{otag}"}
 
