@@ -170,19 +170,26 @@ def evaluate(model: RewardModel, eval_sets: dict[str, list[PreferencePair]], pad
     return results
 
 
+# Normalization needs the references' mean, not every reference: the standard error of a
+# mean over 2000 is 2% of their spread, and scoring them all can take longer than training.
+MAX_NORMALIZATION_REFERENCES = 2000
+
+
 def reference_examples(dataset: str, pairs: list[PreferencePair], tokenizer, split: str, n_posts: int | None,
-                       prompt_max_len: int, generate_max_len: int, seed: int = 0) -> list[SFTExample]:
+                       prompt_max_len: int, generate_max_len: int, seed: int = 0,
+                       limit: int = MAX_NORMALIZATION_REFERENCES) -> list[SFTExample]:
     """The sequences whose mean reward is set to 0: the reference TL;DRs of posts
     0 .. n_posts-1 of the world's `split` (the posts its comparisons are about), or, for a
-    file, each distinct (prompt, chosen response) of `pairs` (see the module docstring)."""
+    file, each distinct (prompt, chosen response) of `pairs` (see the module docstring);
+    the first `limit` of them."""
     if dataset == "synthetic":
         from plus.synthetic import World
 
         return [SFTExample(truncate_query(tokenizer, p.subreddit, p.title, p.post, prompt_max_len),
                            response_ids(tokenizer, p.summary, generate_max_len))
-                for p in World(seed).posts(split, n_posts)]
+                for p in World(seed).posts(split, min(n_posts, limit))]
     distinct = dict.fromkeys((tuple(p.prompt), tuple(p.chosen)) for p in pairs)
-    return [SFTExample(list(prompt), list(chosen)) for prompt, chosen in distinct]
+    return [SFTExample(list(prompt), list(chosen)) for prompt, chosen in list(distinct)[:limit]]
 
 
 def flat_eval_metrics(results: dict[str, dict]) -> dict[str, float]:

@@ -1811,10 +1811,10 @@ class Labeler:
 # Comparisons
 # ======================================================================================
 # How often each kind of summary enters a comparison: mostly realistic near-misses of the
-# reference, rarely garbage (Stiennon's pairs were samples of similar policies).
+# reference, rarely garbage (Stiennon's pairs were samples of similar policies). No empty
+# summaries: plus.data rejects a comparison with an empty response as bad input.
 PAIR_KINDS = {"reference": 3.0, "drop_fact": 3.0, "add_fact": 2.0, "paraphrase": 2.0, "swap_value": 1.5,
-              "invent_fact": 1.0, "reorder": 1.0, "filler": 1.5, "truncate": 1.0, "repeat": 0.7, "salad": 0.2,
-              "empty": 0.1}
+              "invent_fact": 1.0, "reorder": 1.0, "filler": 1.5, "truncate": 1.0, "repeat": 0.7, "salad": 0.2}
 N_WORKERS = 8
 
 

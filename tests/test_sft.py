@@ -77,6 +77,15 @@ def sft_args(files, out, *extra):
             "--n_eval", "4", "--max_epochs", "2", "--eval_steps", "0", *extra)
 
 
+def test_default_model_is_llama_style_with_an_8_thirds_mlp(pretrained):
+    model = json.loads((pretrained / "pretrain" / "config.json").read_text())["model"]
+    assert (model["pos"], model["mlp"], model["norm"]) == ("rope", "swiglu", "rmsnorm")
+    assert model["intermediate_size"] == 64  # 8/3 * 16 = 42.7, rounded up to a multiple of 32
+    assert train.mlp_width("llama", 128) == 352  # 341.3 -> 352
+    assert train.mlp_width("llama", 4096) == 10944  # 10922.7 -> 10944
+    assert train.mlp_width("gpt2", 128) is None  # GPTConfig's 4d
+
+
 def test_interrupted_then_resumed_run_matches_uninterrupted(files, pretrained, tmp_path, monkeypatch):
     init = ("--init_from", str(pretrained / "pretrain"))
     run(*sft_args(files, tmp_path / "a", *init))

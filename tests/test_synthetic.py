@@ -112,6 +112,37 @@ def test_judge_reads_exactly_the_facts_the_text_states(posts):
         assert all(complete["covered"].values()) and complete["error_list"] == []
 
 
+def test_quantity_forms_by_hand():
+    years3, amount = {"kind": "duration", "value": 3, "unit": "year"}, {"kind": "amount", "value": 2500}
+    assert S._quantity_text(years3, {"yrs": False, "word": False}) == "3 years"
+    assert S._quantity_text(years3, {"yrs": True, "word": True}) == "three yrs"
+    assert S._quantity_text({"kind": "duration", "value": 1, "unit": "year"}, {"yrs": True, "word": False}) == "1 yr"
+    # A form that does not fit the value falls back to the plain form.
+    assert S._quantity_text({"kind": "duration", "value": 13, "unit": "month"}, {"yrs": True, "word": True}) == "13 months"
+    assert S._quantity_text(amount, {"k": "k"}) == "2.5k"
+    assert S._quantity_text(amount, {"k": "$k"}) == "$2.5k"
+    assert S._quantity_text(amount, {"k": None}) == "$2,500"
+    assert S._quantity_text({"kind": "amount", "value": 750}, {"k": "$k"}) == "$750"
+
+
+def test_reference_copies_the_posts_quantity_and_a_swap_keeps_its_form(posts):
+    """A reference that states the quantity writes it as the post does ("three yrs" stays
+    "three yrs"); a swapped value is written in the same form, so the form gives it away
+    no more than the true value's form does."""
+    n_kept = n_forms = 0
+    for p in posts:
+        text = S._quantity_text(p.facts["quantity"], p.facts["quantity"]["form"])
+        assert text in p.post, (p.id, text)
+        if p.facts["reference"]["keep"]["quantity"]:
+            n_kept += 1
+            assert text in p.summary, (p.id, p.summary)
+            n_forms += text.split()[0].isalpha() or "yr" in text or "k" in text
+        swapped = S._swap(p.facts, dict(p.facts["reference"], keep={f: True for f in S.LESSER_FACTS}), set(),
+                          random.Random(p.id))
+        assert swapped["quantity"]["form"] == p.facts["quantity"]["form"]
+    assert n_kept > 50 and n_forms > 10  # the non-plain forms are exercised
+
+
 # ---- the gold judge ---------------------------------------------------------------------
 def test_hand_scored_summary():
     # "My bf (26M) of 3 years cheated on me (24F). Should I break up with him?": 16 words.
