@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     else:
         from plus.gpt import GPT, GPTConfig
         torch.manual_seed(0)
-        model = GPT(GPTConfig.gpt2_style(vocab_size=2048, block_size=256, n_layer=4, n_head=4, n_embd=192))
+        model = GPT(GPTConfig.llama_style(vocab_size=2048, block_size=256, n_layer=4, n_head=4, n_embd=128,
+                                          intermediate_size=352))  # the demo model (train.py)
     model.eval()
     vocab = model.config.vocab_size
     # Prompts of uneven length (+-20%), left-padded as in PPO; pad id 0, no EOS ever (id -1).

@@ -42,7 +42,7 @@ STAGE_DEFAULTS = {
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
 }
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise.
-RM_WORLD_PAIRS = 6400
+RM_WORLD_PAIRS = 9600
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
 # what let the model copy from the post within a few CPU minutes: with the same steps, the
 # GPT-2 family's learned positions gave a mean gold score of -3.4 (ages and durations

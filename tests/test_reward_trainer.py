@@ -249,11 +249,9 @@ def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
 def test_exported_comparisons_train_like_the_builtin_world(sft_dirs, tmp_path):
     export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
     run(rm_args(sft_dirs / "gpt2", tmp_path / "builtin"))
-    # The world's own comparisons include a few with an empty summary, which a file may not
-    # hold; the built-in data skips them, so the file is read with --on_bad_record skip.
-    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"),
-                "--on_bad_record", "skip"))
-    assert losses(tmp_path / "file") == losses(tmp_path / "builtin") and len(losses(tmp_path / "file")) == 2
+    # The file is read with the default --on_bad_record error: every exported record is valid.
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl")))
+    assert losses(tmp_path / "file") == losses(tmp_path / "builtin") and len(losses(tmp_path / "file")) == 3
     a, b = checkpoint.load_state_dict(tmp_path / "builtin" / "rm"), checkpoint.load_state_dict(tmp_path / "file" / "rm")
     for name in a:
         if not name.startswith("head.gain") and not name.startswith("head.bias"):  # references differ (see docs)
