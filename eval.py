@@ -154,8 +154,9 @@ def policy_row(samples: dict, references: list[str], posts, baseline_texts: list
     row = {"n": len(texts), "eos_rate": sum(samples["ended"]) / len(texts),
            "mean_length": sum(samples["lengths"]) / len(texts), **rouge_scores(texts, references)}
     if posts is not None:
-        from plus.synthetic import gold_preference, gold_score
+        from plus.synthetic import error_analysis, gold_preference, gold_score
         rate, ci = win_rate([gold_preference(p, t, p.summary) for p, t in zip(posts, texts)])
+        row["judge"] = error_analysis(posts, texts)
         row.update(win_rate_vs_reference=rate, win_rate_ci95=list(ci),
                    gold_score=sum(gold_score(p, t) for p, t in zip(posts, texts)) / len(texts),
                    reference_gold_score=sum(gold_score(p, p.summary) for p in posts) / len(posts))
@@ -281,6 +282,24 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def judge_markdown(judged: dict[str, dict], reference: dict | None) -> list[str]:
+    """The error analysis table: facts stated correctly (% of summaries) and wrong or
+    invented facts (per 100 summaries), per policy and for the references."""
+    columns = dict(judged, **({"reference": reference} if reference else {}))
+    facts = list(next(iter(columns.values()))["covered"])
+    kinds = sorted({k for j in columns.values() for k in j["errors"]},
+                   key=lambda k: -max(j["errors"].get(k, 0.0) for j in columns.values()))
+    lines = ["", "## Where the points go", "",
+             "Facts stated correctly (% of summaries) and wrong or invented facts (per 100 summaries; each "
+             "costs the gold score 2 points), from `plus.synthetic.error_analysis`.", "",
+             "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| covered: {f} | " + " | ".join(f"{j['covered'][f]:.0f}%" for j in columns.values()) + " |"
+              for f in facts]
+    lines += [f"| wrong: {k} | " + " | ".join(f"{j['errors'].get(k, 0.0):.0f}" for j in columns.values()) + " |"
+              for k in kinds]
+    return lines
+
+
 def policy_markdown(report: dict) -> list[str]:
     lines = [f"{report['n_eval']} held-out posts from `{report['dataset']}`, "
              f"temperature {report['temperature']}.", "", "## Policies", ""]
@@ -294,6 +313,9 @@ def policy_markdown(report: dict) -> list[str]:
     if "kl_to_sft" in present:
         lines += ["", "kl_to_sft: nats per summary, the exact per-token KL(PPO || SFT) at the sampling temperature "
                       "summed over the summary, averaged over the PPO policy's samples."]
+    judged = {name: row["judge"] for name, row in report["policy"].items() if "judge" in row}
+    if judged:
+        lines += judge_markdown(judged, report.get("reference_judge"))
     if report.get("ppo_curve"):
         curve = report["ppo_curve"]
         keys = [k for k in ("kl_to_sft", "proxy_reward", "gold_score", "win_rate_vs_sft") if any(k in p for p in curve)]
@@ -347,6 +369,9 @@ def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> N
             row = policy_row(samples, references, posts)
             sft_samples = samples if stage == "sft" else sft_samples
         report["policy"][stage] = row
+        if posts is not None and "reference_judge" not in report:
+            from plus.synthetic import error_analysis
+            report["reference_judge"] = error_analysis(posts, references)
         report["samples"][stage] = [
             {"prompt": tokenizer.decode(p), "reference": r, "summary": t,
              **({"sft": sft_samples["texts"][i]} if stage == "ppo" else {})}

@@ -33,7 +33,7 @@ STAGE_DEFAULTS = {
     "sft": dict(learning_rate=2e-3, max_steps=500, train_batch_size=32, micro_train_batch_size=16,
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
-    "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.05,
+    "rm": dict(learning_rate=1e-3, train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.05,
                eval_steps=50),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
     # 2M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in

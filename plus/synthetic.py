@@ -1646,6 +1646,26 @@ def gold_score(post: Post, summary: str, weights: dict | None = None) -> float:
     return gold_breakdown(post, summary, weights)["score"]
 
 
+def error_analysis(posts: list[Post], summaries: list[str], weights: dict | None = None) -> dict:
+    """Where a policy's points go, over many posts: the share of summaries that state each
+    fact correctly ("covered", in %), and the wrong or invented facts per 100 summaries by
+    kind ("errors": tag, duration, amount, number, relation, name, event, complication,
+    feeling, question), from gold_breakdown. eval.py prints it next to the references'."""
+    n = len(summaries)
+    if n == 0 or n != len(posts):
+        raise SyntheticWorldError(f"error_analysis needs one summary per post, got {n} for {len(posts)} posts")
+    covered = {f: 0.0 for f in FACT_WEIGHTS}
+    errors: dict[str, float] = {}
+    for post, summary in zip(posts, summaries):
+        b = gold_breakdown(post, summary, weights)
+        for f in covered:
+            covered[f] += 100.0 * b["covered"][f] / n
+        for e in b["error_list"]:
+            kind = e.split()[0]
+            errors[kind] = errors.get(kind, 0.0) + 100.0 / n
+    return {"covered": covered, "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1]))}
+
+
 def gold_preference(post: Post, a: str, b: str, weights: dict | None = None) -> float:
     """1.0 if the gold judge prefers a, 0.0 if b, 0.5 for a tie."""
     sa, sb = gold_score(post, a, weights), gold_score(post, b, weights)

@@ -165,6 +165,18 @@ def test_hand_scored_summary():
     assert len(swapped["error_list"]) == 1 and not swapped["covered"]["narrator"]
 
 
+def test_error_analysis_counts_by_hand():
+    good = "My boyfriend (26M) of 3 years cheated on me. We share a lease."
+    bad = "My boyfriend (29M) of 5 years cheated on me. I feel so angry."  # wrong tag, duration, feeling
+    out = S.error_analysis([HAND_POST, HAND_POST], [good, bad])
+    assert out["errors"] == {"tag": 50.0, "duration": 50.0, "feeling": 50.0}
+    assert out["covered"]["event"] == 100.0 and out["covered"]["relation"] == 100.0
+    assert out["covered"]["other_age"] == 50.0 and out["covered"]["quantity"] == 50.0
+    assert out["covered"]["complication"] == 50.0 and out["covered"]["feeling"] == 0.0
+    with pytest.raises(S.SyntheticWorldError):
+        S.error_analysis([HAND_POST], [])
+
+
 def test_gold_orderings_on_many_posts(posts):
     rng = random.Random(0)
     wins = {"ref>drop": 0, "drop>swap": 0, "ref>invent": 0, "complete>ref": 0, "garbage lowest": 0}
