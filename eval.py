@@ -285,13 +285,15 @@ def write_markdown(report: dict, path: Path) -> None:
 def judge_markdown(judged: dict[str, dict], reference: dict | None) -> list[str]:
     """The error analysis table: facts stated correctly (% of summaries) and wrong or
     invented facts (per 100 summaries), per policy and for the references."""
+    from plus.synthetic import ERROR_PENALTY
+
     columns = dict(judged, **({"reference": reference} if reference else {}))
     facts = list(next(iter(columns.values()))["covered"])
     kinds = sorted({k for j in columns.values() for k in j["errors"]},
                    key=lambda k: -max(j["errors"].get(k, 0.0) for j in columns.values()))
     lines = ["", "## Where the points go", "",
              "Facts stated correctly (% of summaries) and wrong or invented facts (per 100 summaries; each "
-             "costs the gold score 2 points), from `plus.synthetic.error_analysis`.", "",
+             f"costs the gold score {ERROR_PENALTY:g} points), from `plus.synthetic.error_analysis`.", "",
              "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| covered: {f} | " + " | ".join(f"{j['covered'][f]:.0f}%" for j in columns.values()) + " |"
               for f in facts]
