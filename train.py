@@ -45,8 +45,11 @@ STAGE_DEFAULTS = {
     "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=16, rollout_batch_size=64,
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
 }
-# Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise.
+# Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
+# and how many summaries of each post they compare (all pairs among them, each labeled
+# separately). The reward trainer computes a post once for all of its comparisons.
 RM_WORLD_PAIRS = 9600
+RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
 # what let the model copy from the post within a few CPU minutes: with the same steps, the
 # GPT-2 family's learned positions gave a mean gold score of -3.4 (ages and durations
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_samples", type=int, default=None,
                    help="rm: at most this many training pairs; the built-in world generates this many "
                         f"(default {RM_WORLD_PAIRS}; a file is read whole)")
+    p.add_argument("--summaries_per_post", type=int, default=None,
+                   help="rm on the built-in world: compare all pairs among this many summaries of each post "
+                        f"(default {RM_WORLD_SUMMARIES_PER_POST}; 2: one comparison per post)")
     p.add_argument("--lm_loss_coeff", type=float, default=0.0,
                    help="rm: weight of the language-model loss on the chosen responses (Cheng et al. 2023 use 0.1)")
     p.add_argument("--normalize_reward", action="store_true",
@@ -137,8 +143,9 @@ def add_preference_args(p: argparse.ArgumentParser) -> None:
 def preference_options(args: argparse.Namespace, dataset: str) -> dict:
     """data.load_preference_pairs keyword arguments for `dataset` from the flags (eval.py too)."""
     options = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len, seed=args.seed,
-                   # About 1.5% of the world's comparisons hold an empty summary, which preference
-                   # data may not (DESIGN.md, "Bad input"): those are skipped, and counted.
+                   # Two of the world's summaries may agree in their first generate_max_len tokens,
+                   # which preference data may not (DESIGN.md, "Bad input"): such pairs are skipped
+                   # and counted.
                    on_bad_record="skip" if dataset == "synthetic" else args.on_bad_record)
     if dataset != "synthetic":  # the key flags describe files; the world has one format
         options.update(prompt_key=args.prompt_key, chosen_key=args.chosen_key or "chosen",
@@ -214,7 +221,8 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--stage pretrain starts from scratch; --init_from applies to later stages")
     file_flags = [f for f in ("prompt_key", "chosen_key", "rejected_key", "margin_key", "apply_chat_template", "domain")
                   if getattr(args, f)]
-    rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward") if getattr(args, f)]
+    rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward", "summaries_per_post")
+                             if getattr(args, f)]
     if args.stage not in ("rm", "all") and rm_flags:
         parser.error(f"--{rm_flags[0]} only applies to --stage rm")
     if args.dataset == "synthetic" and file_flags:
@@ -222,6 +230,10 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
                      "has its own format")
     if args.stage == "rm" and args.input_key is not None:
         parser.error("--input_key is the SFT prompt field; for --stage rm use --prompt_key")
+    if args.summaries_per_post is not None and args.dataset != "synthetic":
+        parser.error("--summaries_per_post applies to the built-in world; a file holds the comparisons it holds")
+    if args.summaries_per_post is not None and args.summaries_per_post < 2:
+        parser.error("--summaries_per_post must be >= 2 (a comparison needs two summaries)")
     if args.max_samples is not None and args.max_samples < 1:
         parser.error("--max_samples must be >= 1")
     if args.lm_loss_coeff < 0:
@@ -323,13 +335,15 @@ def run_rm(args, ctx: Dist) -> dict:
     model, tokenizer, _ = load_reward_model(out_dir if args.resume else init_from)
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
-    def load(path: str, split: str, n: int | None) -> list:
-        pairs, bad = data.load_preference_pairs(path, tokenizer, split=split, n=n, **preference_options(args, path))
+    def load(path: str, split: str, n: int | None, summaries_per_post: int = 2) -> list:
+        pairs, bad = data.load_preference_pairs(path, tokenizer, split=split, n=n, summaries_per_post=summaries_per_post,
+                                                **preference_options(args, path))
         if bad.total:
             print0(ctx, f"[rm] {path} ({split}): skipped {bad.total} records: {dict(bad.skipped)}")
         return pairs
 
-    pairs = load(args.dataset, "train", n_train)
+    per_post = (args.summaries_per_post or RM_WORLD_SUMMARIES_PER_POST) if args.dataset == "synthetic" else 2
+    pairs = load(args.dataset, "train", n_train, per_post)
     # Held out: the world's valid comparisons when training on the world; for a file, the
     # --eval_dataset files (a file's own format says nothing about the world's).
     eval_sets = {}
@@ -347,6 +361,7 @@ def run_rm(args, ctx: Dist) -> dict:
     if longest > model.config.block_size:
         raise ValueError(f"a pair has {longest} tokens, more than the model's block_size={model.config.block_size}")
     config = {"stage": "rm", "init_from": str(init_from), "dataset": args.dataset, "n_pairs": len(pairs),
+              **({"summaries_per_post": per_post} if args.dataset == "synthetic" else {}),
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
               "lm_loss_coeff": args.lm_loss_coeff, "normalize_reward": args.normalize_reward,
               "references": "world reference summaries of the training posts" if args.dataset == "synthetic"

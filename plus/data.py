@@ -542,9 +542,11 @@ def load_preference_pairs(
     domain: str | None = None,
     on_bad_record: str = "error",
     seed: int = 0,
+    summaries_per_post: int = 2,
 ) -> tuple[list[PreferencePair], BadRecords]:
     """Preference pairs from the built-in world (`dataset="synthetic"`, comparisons of the
-    `split`, labeled by simulated labelers) or from a file in any format listed at the top
+    `split`, labeled by simulated labelers; with summaries_per_post = k > 2, all pairs
+    among k summaries of each post, see `plus.synthetic.make_comparisons`) or from a file in any format listed at the top
     of this section (a file is read whole; `split` applies to the world only).
 
     The format is recognized per record: DSP when `domain` is given; OpenAI comparisons
@@ -554,6 +556,8 @@ def load_preference_pairs(
     the number of pairs. Bad records raise `file:line: problem`, or are skipped and
     counted with on_bad_record="skip".
     """
+    if summaries_per_post != 2 and dataset != "synthetic":
+        raise DataError(f"summaries_per_post applies to the built-in world, not to {dataset}")
     if domain is not None and domain not in DSP_DOMAINS:
         raise DataError(f"unknown DSP domain {domain!r} (valid: {', '.join(DSP_DOMAINS)})")
     bad = BadRecords(on_bad_record)
@@ -567,7 +571,8 @@ def load_preference_pairs(
         from plus.synthetic import World, make_comparisons
 
         pairs = []
-        for i, record in enumerate(make_comparisons(World(seed), split, n, seed=seed)):
+        records = make_comparisons(World(seed), split, n, seed=seed, summaries_per_post=summaries_per_post)
+        for i, record in enumerate(records):
             try:  # the world writes valid records, but two summaries may agree in their first
                 pairs += parse.comparison(record, f"synthetic:{split}:{i}")  # generate_max_len tokens
             except DataError as e:
@@ -580,15 +585,85 @@ def load_preference_pairs(
     return pairs[:n], bad
 
 
-def collate_pairs(pairs: list[PreferencePair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+response rows: the B chosen rows first, then the B rejected rows
-    (one forward pass scores both; rewards[:B] vs rewards[B:]).
+def group_by_prompt(pairs: list[PreferencePair]) -> list[list[int]]:
+    """Indices of `pairs` grouped by identical prompt, groups in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(tuple(p.prompt), []).append(i)
+    return list(groups.values())
 
-    Returns `input_ids` and `attention_mask` [2B, T], `labels` [2B, T] as in `collate_sft`
-    (IGNORE_INDEX outside the responses: for a language-model loss on the chosen rows,
-    Cheng et al.'s lm_loss_coeff) and `margin` [B]. To score single (prompt, response)
-    sequences, e.g. reference summaries, use `collate_sft` directly."""
-    rows = [SFTExample(p.prompt, p.chosen) for p in pairs] + [SFTExample(p.prompt, p.rejected) for p in pairs]
-    batch = collate_sft(rows, pad_id)
-    batch["margin"] = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    return batch
+
+def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pairs packed one row per distinct prompt: the prompt once, then each distinct
+    response to it once, then right padding (the `segment_ids` layout of plus/gpt.py).
+
+    A reward is a function of (prompt, response) alone, so k comparisons of one post cost
+    one prompt and their distinct responses instead of 2k prompt+response rows; the
+    rewards, the loss and its gradient are those of the 2k rows scored one by one. (To
+    score single (prompt, response) sequences, e.g. reference summaries, use
+    `collate_sft`.)
+
+    Returns
+      input_ids, segment_ids [R, T]   0 on the prompt, k on the row's k-th response, -1 padding
+      read_at [N, 2]                  (row, column) of each distinct response's last token
+      chosen, rejected [B]            per pair, indices into the N responses
+      margin [B]
+      lm_at [M, 2], lm_target [M], lm_weight [M]   for a language-model loss on the chosen
+          responses: the position that predicts each of their tokens, the token, and how
+          many pairs chose that response (a response chosen in two pairs counts twice).
+    """
+    rows: list[tuple[list[int], list[list[int]]]] = []      # (prompt, distinct responses)
+    response_index: dict[tuple, int] = {}                   # (prompt, response) -> n
+    where: list[tuple[int, int]] = []                       # n -> (row, k)
+    row_of_prompt: dict[tuple, int] = {}
+
+    def index(prompt: list[int], response: list[int]) -> int:
+        key = (tuple(prompt), tuple(response))
+        if key not in response_index:
+            r = row_of_prompt.setdefault(key[0], len(row_of_prompt))
+            if r == len(rows):
+                rows.append((prompt, []))
+            rows[r][1].append(response)
+            response_index[key] = len(where)
+            where.append((r, len(rows[r][1])))
+        return response_index[key]
+
+    chosen = [index(p.prompt, p.chosen) for p in pairs]
+    rejected = [index(p.prompt, p.rejected) for p in pairs]
+    T = max(len(prompt) + sum(map(len, responses)) for prompt, responses in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    segment_ids = torch.full((len(rows), T), -1, dtype=torch.long)
+    starts: dict[tuple[int, int], int] = {}                 # (row, k) -> first column
+    for r, (prompt, responses) in enumerate(rows):
+        input_ids[r, :len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        segment_ids[r, :len(prompt)] = 0
+        col = len(prompt)
+        for k, response in enumerate(responses, start=1):
+            if not response:
+                raise ValueError(f"an empty response to a prompt of {len(prompt)} tokens: nothing to read a reward at")
+            input_ids[r, col:col + len(response)] = torch.tensor(response, dtype=torch.long)
+            segment_ids[r, col:col + len(response)] = k
+            starts[(r, k)] = col
+            col += len(response)
+    read_at = [(r, starts[(r, k)] + len(rows[r][1][k - 1]) - 1) for r, k in where]
+    # LM loss: the first response token is predicted at the prompt's last column, token j>0
+    # at the column of token j-1 of the same response (its own segment).
+    times_chosen = torch.bincount(torch.tensor(chosen, dtype=torch.long), minlength=len(where)).tolist()
+    lm_at, lm_target, lm_weight = [], [], []
+    for n, (r, k) in enumerate(where):
+        if not times_chosen[n]:
+            continue
+        prompt, response = rows[r][0], rows[r][1][k - 1]
+        start = starts[(r, k)]
+        lm_at += [(r, len(prompt) - 1)] + [(r, start + j - 1) for j in range(1, len(response))]
+        lm_target += response
+        lm_weight += [float(times_chosen[n])] * len(response)
+    return {
+        "input_ids": input_ids, "segment_ids": segment_ids,
+        "read_at": torch.tensor(read_at, dtype=torch.long).view(-1, 2),
+        "chosen": torch.tensor(chosen, dtype=torch.long), "rejected": torch.tensor(rejected, dtype=torch.long),
+        "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+        "lm_at": torch.tensor(lm_at, dtype=torch.long).view(-1, 2),
+        "lm_target": torch.tensor(lm_target, dtype=torch.long),
+        "lm_weight": torch.tensor(lm_weight, dtype=torch.float32),
+    }

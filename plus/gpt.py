@@ -20,6 +20,13 @@ column and new tokens are appended on the right) and right-padded for scoring. B
 handled by an `attention_mask` [B, T] (1 = real token): a query never attends to padding,
 and position ids are counted over real tokens only (`cumsum(mask) - 1`), so a left-padded
 sequence sees exactly the positions it would see alone.
+
+Shared prompts. A reward model compares several responses to one prompt, and the prompt
+is usually most of the tokens. `segment_ids` [B, T] packs one prompt and several
+continuations of it into a single row (0 = the prompt, k = 1, 2, ... the k-th
+continuation, -1 = padding): a token sees the prompt and the earlier tokens of its own
+continuation, and nothing else, so each continuation is computed exactly as if it
+followed the prompt alone, while the prompt is computed once (`shared_prefix_layout`).
 """
 
 from __future__ import annotations
@@ -129,6 +136,28 @@ def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tup
     angles = position_ids.float()[..., None] * inv_freq  # [B, T, head_dim/2]
     angles = torch.cat((angles, angles), dim=-1)         # [B, T, head_dim]
     return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def shared_prefix_layout(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention mask [B, 1, T, T] bool, position ids [B, T]) of rows packing one prompt
+    and several continuations of it; `segment_ids` [B, T]: 0 on the prompt, k >= 1 on the
+    k-th continuation, -1 on padding, the prompt first.
+
+    Query t may attend to key s <= t when s is a prompt token or belongs to t's own
+    continuation. A token's position is then the number of tokens it sees, minus one: the
+    prompt counts 0, 1, ..., P-1 and every continuation counts on from P, as it would
+    directly after the prompt. (The same rule, "position = visible tokens - 1", is what
+    `cumsum(mask) - 1` computes for a padded row.) Padding sees the prompt and itself,
+    which keeps its softmax finite; its outputs are never read.
+    """
+    B, T = segment_ids.shape
+    seg_q = segment_ids[:, :, None]                                            # [B, T, 1]
+    seg_k = segment_ids[:, None, :]                                            # [B, 1, T]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    visible = causal & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))        # [B, T, T]
+    position_ids = visible.sum(-1) - 1                                         # [B, T]
+    visible = visible | torch.eye(T, dtype=torch.bool, device=segment_ids.device)
+    return visible[:, None], position_ids.clamp(min=0)
 
 
 class KVCache:
@@ -256,16 +285,27 @@ class GPT(nn.Module):
         idx: torch.Tensor,                          # [B, T] token ids
         attention_mask: torch.Tensor | None = None,  # [B, T_past + T], 1 = real token
         kv_cache: KVCache | None = None,
+        segment_ids: torch.Tensor | None = None,     # [B, T] shared-prompt packing (module docstring)
     ) -> torch.Tensor:                              # [B, T, n_embd] final hidden states
         B, T = idx.shape
         past = kv_cache.length if kv_cache is not None else 0
-        if past + T > self.config.block_size:
+        if past + T > self.config.block_size and segment_ids is None:
             raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}")
         if attention_mask is not None and attention_mask.shape != (B, past + T):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, past + T)}")
 
+        attn_mask = None
+        if segment_ids is not None:
+            if kv_cache is not None or attention_mask is not None:
+                raise ValueError("segment_ids defines the attention itself: pass no attention_mask or kv_cache with it")
+            if segment_ids.shape != (B, T):
+                raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}, expected {(B, T)}")
+            attn_mask, position_ids = shared_prefix_layout(segment_ids)
+            if int(position_ids.max()) + 1 > self.config.block_size:  # a packed row may be longer; its positions may not
+                raise ValueError(f"prompt + continuation of {int(position_ids.max()) + 1} tokens is longer than "
+                                 f"block_size={self.config.block_size}")
         # Positions count real tokens only, so left padding does not shift them.
-        if attention_mask is None:
+        elif attention_mask is None:
             position_ids = torch.arange(past, past + T, device=idx.device).expand(B, T)
         else:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
@@ -278,8 +318,7 @@ class GPT(nn.Module):
             rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
         x = self.dropout(x)
 
-        attn_mask = None
-        if attention_mask is not None or past > 0:
+        if segment_ids is None and (attention_mask is not None or past > 0):
             attn_mask = self._attention_bias(attention_mask, B, T, past, idx.device)
         for block in self.blocks:
             x = block(x, rope, attn_mask, kv_cache)

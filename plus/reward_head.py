@@ -152,22 +152,36 @@ class RewardModel(nn.Module):
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, return_hidden: bool = False,
+                    segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None):
         """Unnormalized rewards [B] of right-padded sequences [B, T]; with `return_hidden`,
         also the backbone's final hidden states [B, T, C], from the same forward pass: the
         language-model loss of Cheng et al. 2023 reads them through `backbone.logits`, so
-        reward and LM loss cost one pass of the decoder, not two."""
-        hidden = self.backbone(input_ids, attention_mask=attention_mask)  # [B, T, C]
+        reward and LM loss cost one pass of the decoder, not two.
+
+        Rows packing a prompt and several responses (`segment_ids`, with attention_mask
+        None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
+        the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
+        if segment_ids is not None:
+            hidden = self.backbone(input_ids, segment_ids=segment_ids)  # [R, T, C]
+        else:
+            hidden = self.backbone(input_ids, attention_mask=attention_mask)  # [B, T, C]
         # The head runs at every position (C -> 1 costs nothing next to the backbone),
         # exactly as the critic's value head does, so a critic copied from this model
         # reproduces these numbers bit for bit at the last token.
-        raw = at_last_token(self.head.raw(hidden), attention_mask)       # [B]
+        per_token = self.head.raw(hidden)                                # [B, T]
+        if read_at is not None:
+            raw = per_token[read_at[:, 0], read_at[:, 1]]                # [N]
+        else:
+            raw = at_last_token(per_token, attention_mask)               # [B]
         return (raw, hidden) if return_hidden else raw
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, return_hidden: bool = False,
+                segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None):
         """Normalized rewards [B] (gain * raw + bias; equal to raw until normalized), and
-        the hidden states [B, T, C] with `return_hidden` (see `raw_rewards`)."""
-        raw, hidden = self.raw_rewards(input_ids, attention_mask, return_hidden=True)
+        the hidden states [B, T, C] with `return_hidden` (see `raw_rewards`, also for
+        packed rows)."""
+        raw, hidden = self.raw_rewards(input_ids, attention_mask, True, segment_ids, read_at)
         rewards = self.head.normalize(raw)
         return (rewards, hidden) if return_hidden else rewards
 

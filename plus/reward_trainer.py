@@ -45,7 +45,8 @@ from tqdm import tqdm
 from kernels import token_logprobs
 from plus import checkpoint
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
-from plus.data import IGNORE_INDEX, PreferencePair, SFTExample, collate_pairs, collate_sft, response_ids, truncate_query
+from plus.data import (PreferencePair, SFTExample, collate_shared_prompts, collate_sft, group_by_prompt, response_ids,
+                       truncate_query)
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
@@ -59,18 +60,20 @@ CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
 def pair_forward(model, batch: dict, device, with_lm: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(chosen rewards [B], rejected rewards [B], sum over the chosen response tokens of
-    -log p, or None without `with_lm`) for a `collate_pairs` batch of 2B rows, from one
-    forward pass. `model` is a RewardModel, possibly inside DDP."""
-    input_ids = batch["input_ids"].to(device)            # [2B, T]: B chosen rows, then B rejected
-    attention_mask = batch["attention_mask"].to(device)  # [2B, T]
-    B = input_ids.shape[0] // 2
-    rewards, hidden = model(input_ids, attention_mask, return_hidden=True)  # [2B], [2B, T, C]
+    -log p, or None without `with_lm`) for a `collate_shared_prompts` batch of B pairs,
+    from one forward pass over rows that hold each prompt once. `model` is a
+    RewardModel, possibly inside DDP or FSDP."""
+    rewards, hidden = model(batch["input_ids"].to(device), None, return_hidden=True,
+                            segment_ids=batch["segment_ids"].to(device),
+                            read_at=batch["read_at"].to(device))                 # [N responses], [R, T, C]
+    chosen, rejected = rewards[batch["chosen"].to(device)], rewards[batch["rejected"].to(device)]  # [B], [B]
     nll_sum = None
     if with_lm:
-        labels = batch["labels"][:B].to(device)                              # [B, T], chosen rows only
-        logits = model_head(model).backbone.logits(hidden[:B])               # [B, T, V]
-        nll_sum = -token_logprobs(logits, labels).sum()                      # 0 where IGNORE_INDEX
-    return rewards[:B], rewards[B:], nll_sum
+        at = batch["lm_at"].to(device)                                           # [M, 2]
+        logits = model_head(model).backbone.logits(hidden[at[:, 0], at[:, 1]])   # [M, V]
+        logprobs = token_logprobs(logits, batch["lm_target"].to(device))        # [M]
+        nll_sum = -(logprobs * batch["lm_weight"].to(device)).sum()
+    return chosen, rejected, nll_sum
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,11 +237,16 @@ def train(
     with_lm = args.lm_loss_coeff > 0
 
     # ---- data order: a permutation per epoch, a function of (seed, epoch), so a resumed
-    # run sees exactly the batches the uninterrupted one would have.
+    # run sees exactly the batches the uninterrupted one would have. What is permuted is
+    # the groups of pairs that share a prompt, kept together, so that the comparisons of
+    # one post usually fall into one micro-batch and pay for their prompt once.
+    groups = group_by_prompt(pairs)
+
     def global_batch(step: int) -> list[int]:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        return order[offset * args.train_batch_size:(offset + 1) * args.train_batch_size].tolist()
+        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        flat = [i for g in order.tolist() for i in groups[g]]
+        return flat[offset * args.train_batch_size:(offset + 1) * args.train_batch_size]
 
     # ---- model, optimizer, (resume) ---------------------------------------------------
     # Training works on raw scores: a start from an already normalized reward model (the
@@ -299,13 +307,13 @@ def train(
 
         # Each rank takes its slice of the global batch and splits it into micro-batches.
         mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
-        micro_batches = [collate_pairs([pairs[i] for i in mine[j:j + args.micro_train_batch_size]], tokenizer.pad_id)
+        micro_batches = [collate_shared_prompts([pairs[i] for i in mine[j:j + args.micro_train_batch_size]],
+                                                tokenizer.pad_id)
                          for j in range(0, len(mine), args.micro_train_batch_size)]
         n_pairs = args.train_batch_size  # the global batch, over all ranks
         n_lm_tokens = 1
         if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
-            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(sum(  # rows [:B] are the chosen ones
-                int((b["labels"][:len(b["margin"])] != IGNORE_INDEX).sum()) for b in micro_batches))))
+            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(sum(float(b["lm_weight"].sum()) for b in micro_batches))))
         # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
         sums = torch.zeros(6, dtype=torch.float64)
         for i, batch in enumerate(micro_batches):
@@ -323,7 +331,7 @@ def train(
             sums += torch.tensor([float(bt_sum.detach()), float(nll_sum.detach()) if with_lm else 0.0,
                                   preference_accuracy(chosen, rejected) * chosen.numel(),
                                   float(chosen.sum()), float(rejected.sum()),
-                                  float(batch["attention_mask"].sum())], dtype=torch.float64)
+                                  float((batch["segment_ids"] >= 0).sum())], dtype=torch.float64)
         grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1836,6 +1836,10 @@ class Labeler:
 PAIR_KINDS = {"reference": 3.0, "drop_fact": 3.0, "add_fact": 2.0, "paraphrase": 2.0, "swap_value": 1.5,
               "invent_fact": 1.0, "reorder": 1.0, "filler": 1.5, "truncate": 1.0, "repeat": 0.7, "salad": 0.2}
 N_WORKERS = 8
+# Training comparisons compare all pairs among this many summaries of each post (the
+# reward trainer then computes each post once for its comparisons); held-out ones stay
+# one comparison per post, so that their pairs are independent.
+TRAIN_SUMMARIES_PER_POST = 4
 
 
 def _candidate(post: Post, kind: str, rng: random.Random) -> tuple[str, str, str]:
@@ -1845,12 +1849,57 @@ def _candidate(post: Post, kind: str, rng: random.Random) -> tuple[str, str, str
     return perturb(post, kind, rng), "ref_perturbed", kind
 
 
+def _distinct(a: str, b: str) -> bool:
+    """Whether two summaries differ within their first 30 words (what a 48-token model sees)."""
+    return a.split()[:30] != b.split()[:30]
+
+
+def _comparison_groups(world: "World", split: str, n: int, seed: int,
+                       summaries_per_post: int) -> Iterator[tuple[Post, tuple, tuple, float, float]]:
+    """n pairs as `_comparison_pairs` gives them, but `summaries_per_post` candidates
+    (PAIR_KINDS) are drawn for each post in turn and every untied, distinct pair of them is
+    compared: up to k(k-1)/2 comparisons of one post, as labelers who rank several
+    summaries of a post give (Ouyang et al. 2022 train on all pairs of such a ranking)."""
+    rng = random.Random(f"plus.synthetic/groups/{world.seed}/{split}/{seed}/{summaries_per_post}")
+    kinds, kind_weights = list(PAIR_KINDS), list(PAIR_KINDS.values())
+    made, i = 0, 0
+    while made < n:
+        post = world.posts(split, 1, start=i)[0]
+        i += 1
+        candidates: dict[str, tuple] = {}
+        for _ in range(4 * summaries_per_post):
+            if len(candidates) == summaries_per_post:
+                break
+            c = _candidate(post, rng.choices(kinds, kind_weights)[0], rng)
+            if all(_distinct(c[0], other) for other in candidates):
+                candidates[c[0]] = c
+        group = list(candidates.values())
+        scores = [gold_score(post, c[0]) for c in group]
+        for j in range(len(group)):
+            for k in range(j + 1, len(group)):
+                if made == n or abs(scores[j] - scores[k]) <= 1e-9:
+                    continue
+                a, b, sa, sb = group[j], group[k], scores[j], scores[k]
+                if rng.random() < 0.5:
+                    a, b, sa, sb = b, a, sb, sa
+                made += 1
+                yield post, a, b, sa, sb
+
+
 def _comparison_pairs(world: "World", split: str, n: int, seed: int,
-                      policy_samples: dict[str, list[str]] | None) -> Iterator[tuple[Post, tuple, tuple, float, float]]:
+                      policy_samples: dict[str, list[str]] | None,
+                      summaries_per_post: int = 2) -> Iterator[tuple[Post, tuple, tuple, float, float]]:
     """n pairs (post, (text, policy, note) x 2, gold score a, gold score b), with no ties
     and texts that differ within their first 30 words (what a 48-token model sees)."""
     if n is None or n < 0:
         raise SyntheticWorldError(f"number of comparisons must be a non-negative integer, got {n!r}")
+    if not isinstance(summaries_per_post, int) or summaries_per_post < 2:
+        raise SyntheticWorldError(f"summaries_per_post must be an integer >= 2, got {summaries_per_post!r}")
+    if summaries_per_post > 2:
+        if policy_samples:
+            raise SyntheticWorldError("summaries_per_post > 2 applies to the world's own summaries, not policy samples")
+        yield from _comparison_groups(world, split, n, seed, summaries_per_post)
+        return
     rng = random.Random(f"plus.synthetic/pairs/{world.seed}/{split}/{seed}")
     kinds, kind_weights = list(PAIR_KINDS), list(PAIR_KINDS.values())
     post_ids = list(policy_samples) if policy_samples else None
@@ -1870,7 +1919,7 @@ def _comparison_pairs(world: "World", split: str, n: int, seed: int,
             else:
                 ka, kb = rng.choices(kinds, kind_weights, k=2)
                 a, b = _candidate(post, ka, rng), _candidate(post, kb, rng)
-            if a[0].split()[:30] == b[0].split()[:30]:
+            if not _distinct(a[0], b[0]):
                 continue
             sa, sb = gold_score(post, a[0]), gold_score(post, b[0])
             if abs(sa - sb) > 1e-9:
@@ -1883,11 +1932,13 @@ def _comparison_pairs(world: "World", split: str, n: int, seed: int,
 
 
 def make_comparisons(world: "World", split: str, n: int, seed: int = 0,
-                     policy_samples: dict[str, list[str]] | None = None) -> list[dict]:
+                     policy_samples: dict[str, list[str]] | None = None, summaries_per_post: int = 2) -> list[dict]:
     """n OpenAI-format comparison records labeled by simulated labelers.
 
     Without policy_samples, comparison i is on post i of `split` and pairs the reference
-    and its perturbations (PAIR_KINDS). With policy_samples ({post id: [summaries]}),
+    and its perturbations (PAIR_KINDS); with summaries_per_post = k > 2, k such summaries
+    are drawn per post and all their pairs compared, each labeled separately, so the
+    posts are 0, 1, ... with up to k(k-1)/2 comparisons each. With policy_samples ({post id: [summaries]}),
     the posts are those ids, in turn, and every pair holds at least one sample: two
     samples (60%), a sample and the reference (25%) or a perturbation (15%).
     Each record: info{id, post, title, subreddit}, summaries[{text, policy, note}] x 2,
@@ -1897,7 +1948,8 @@ def make_comparisons(world: "World", split: str, n: int, seed: int = 0,
     """
     labelers = [Labeler(LABELER_TAU, seed=_stable_seed(world.seed, split, seed, k)) for k in range(N_WORKERS)]
     records = []
-    for i, (post, a, b, sa, sb) in enumerate(_comparison_pairs(world, split, n, seed, policy_samples)):
+    for i, (post, a, b, sa, sb) in enumerate(_comparison_pairs(world, split, n, seed, policy_samples,
+                                                               summaries_per_post)):
         labeler = labelers[i % N_WORKERS]
         p = labeler.prob_a(sa, sb)
         records.append({
@@ -1981,10 +2033,11 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def export(out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_valid: int = 200, n_test: int = 200,
-           n_comparisons: int = 2000) -> dict[str, int]:
+           n_comparisons: int = 2000, summaries_per_post: int = TRAIN_SUMMARIES_PER_POST) -> dict[str, int]:
     """Write the world in the OpenAI formats: train/valid/test.jsonl (filtered TL;DR:
-    id, subreddit, title, post, summary) and comparisons_train.jsonl (n_comparisons) /
-    comparisons_valid.jsonl (n_comparisons // 4). Returns {file name: records}."""
+    id, subreddit, title, post, summary) and comparisons_train.jsonl (n_comparisons, all
+    pairs among `summaries_per_post` summaries of each post) / comparisons_valid.jsonl
+    (n_comparisons // 4, one per post). Returns {file name: records}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = World(seed)
@@ -1994,8 +2047,8 @@ def export(out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_valid: int
                    for p in world.posts(split, n)]
         _write_jsonl(out / f"{split}.jsonl", records)
         written[f"{split}.jsonl"] = len(records)
-    for split, n in (("train", n_comparisons), ("valid", n_comparisons // 4)):
-        records = make_comparisons(world, split, n, seed=seed)
+    for split, n, per_post in (("train", n_comparisons, summaries_per_post), ("valid", n_comparisons // 4, 2)):
+        records = make_comparisons(world, split, n, seed=seed, summaries_per_post=per_post)
         _write_jsonl(out / f"comparisons_{split}.jsonl", records)
         written[f"comparisons_{split}.jsonl"] = len(records)
     return written
@@ -2009,6 +2062,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n_valid", type=int, default=200)
     parser.add_argument("--n_test", type=int, default=200)
     parser.add_argument("--n_comparisons", type=int, default=2000)
+    parser.add_argument("--summaries_per_post", type=int, default=TRAIN_SUMMARIES_PER_POST,
+                        help="training comparisons: all pairs among this many summaries of each post")
     parser.add_argument("--show", type=int, metavar="N", help="print N example posts with their references")
     parser.add_argument("--calibrate", action="store_true", help="recompute LABELER_TAU")
     args = parser.parse_args(argv)
@@ -2017,6 +2072,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("n_train", "n_valid", "n_test", "n_comparisons"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
+    if args.summaries_per_post < 2:
+        parser.error("--summaries_per_post must be >= 2")
     if args.show:
         for post in World(args.seed).posts("train", args.show):
             print(post.query(), post.summary)
@@ -2024,7 +2081,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.calibrate:
         print(f"LABELER_TAU = {calibrate_labeler_tau(seed=args.seed):.4f}")
     if args.export:
-        written = export(args.export, args.seed, args.n_train, args.n_valid, args.n_test, args.n_comparisons)
+        written = export(args.export, args.seed, args.n_train, args.n_valid, args.n_test, args.n_comparisons,
+                         args.summaries_per_post)
         for name, count in written.items():
             print(f"wrote {Path(args.export) / name} ({count} records)")
 

@@ -1,10 +1,9 @@
 import json
 
 import pytest
-import torch
 
-from plus.data import (IGNORE_INDEX, DataError, PreferencePair, collate_pairs, load_preference_pairs, render_chat,
-                       response_ids)
+from plus.data import (DataError, PreferencePair, collate_shared_prompts, group_by_prompt, load_preference_pairs,
+                       render_chat, response_ids)
 from plus.tokenizer import Tokenizer
 
 CORPUS = ["SUBREDDIT: r/cats TITLE: my cat POST: she sleeps all day TL;DR: cat sleeps",
@@ -231,21 +230,23 @@ def test_transcript_errors(tmp_path, tok, problem):
 
 # ---- collation --------------------------------------------------------------------------
 
-def test_collate_pairs_by_hand():
-    eos, pad = 0, 1
-    pairs = [PreferencePair([5, 6], [7, eos], [8, 9, eos], margin=0.5),
-             PreferencePair([4], [3, 3, eos], [2, eos], margin=0.0)]
-    batch = collate_pairs(pairs, pad_id=pad)
-    assert batch["input_ids"].tolist() == [
-        [5, 6, 7, eos, pad],     # chosen rows first
-        [4, 3, 3, eos, pad],
-        [5, 6, 8, 9, eos],       # then rejected rows, same order
-        [4, 2, eos, pad, pad],
-    ]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
-    X = IGNORE_INDEX
-    assert batch["labels"].tolist() == [[X, 7, eos, X, X], [3, 3, eos, X, X], [X, 8, 9, eos, X], [2, eos, X, X, X]]
-    assert torch.equal(batch["margin"], torch.tensor([0.5, 0.0]))
+def test_shared_prompt_batch_layout_by_hand():
+    # Three comparisons of one post among responses a, b, c (a chosen twice), one of another.
+    a, b, c, d, e = [7, 2], [8, 2], [9, 9, 2], [4, 2], [5, 2]
+    pairs = [PreferencePair([1, 1], a, b), PreferencePair([3], d, e), PreferencePair([1, 1], a, c),
+             PreferencePair([1, 1], c, b, margin=0.5)]
+    batch = collate_shared_prompts(pairs, pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 1, 7, 2, 9, 9, 2, 8, 2], [3, 4, 2, 5, 2, 0, 0, 0, 0]]
+    assert batch["segment_ids"].tolist() == [[0, 0, 1, 1, 2, 2, 2, 3, 3], [0, 1, 1, 2, 2, -1, -1, -1, -1]]
+    # responses in order of first use: a, d, c (chosen), then b, e
+    assert batch["read_at"].tolist() == [[0, 3], [1, 2], [0, 6], [0, 8], [1, 4]]
+    assert batch["chosen"].tolist() == [0, 1, 0, 2] and batch["rejected"].tolist() == [3, 4, 2, 3]
+    assert batch["margin"].tolist() == [0.0, 0.0, 0.0, 0.5]
+    # LM targets: a (weight 2), d, c; the first token of each is predicted at its prompt's end
+    assert batch["lm_at"].tolist() == [[0, 1], [0, 2], [1, 0], [1, 1], [0, 1], [0, 4], [0, 5]]
+    assert batch["lm_target"].tolist() == [7, 2, 4, 2, 9, 9, 2]
+    assert batch["lm_weight"].tolist() == [2, 2, 1, 1, 1, 1, 1]
+    assert group_by_prompt(pairs) == [[0, 2, 3], [1]]
 
 
 # ---- the built-in world -------------------------------------------------------------------

@@ -143,6 +143,59 @@ def test_right_padded_batch_equals_sequences_alone(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_shared_prompt_packing_equals_each_continuation_alone(family):
+    # Row 0: a prompt and three continuations; row 1: another prompt, one continuation, padding.
+    model = make_model(family)
+    rows = [([4, 9, 33, 2], [[7, 8, 1], [20], [30, 31, 32, 33, 34]]),
+            ([11, 12], [[13, 14, 15]])]
+    T = max(len(p) + sum(map(len, cs)) for p, cs in rows)
+    ids = torch.zeros(2, T, dtype=torch.long)
+    seg = torch.full((2, T), -1)
+    for i, (prompt, conts) in enumerate(rows):
+        ids[i, :len(prompt)] = torch.tensor(prompt)
+        seg[i, :len(prompt)] = 0
+        col = len(prompt)
+        for k, c in enumerate(conts, start=1):
+            ids[i, col:col + len(c)] = torch.tensor(c)
+            seg[i, col:col + len(c)] = k
+            col += len(c)
+    with torch.no_grad():
+        packed = model.logits(model(ids, segment_ids=seg))
+        for i, (prompt, conts) in enumerate(rows):
+            col = len(prompt)
+            for c in conts:
+                alone = model.logits(model(torch.tensor([prompt + c])))[0]
+                torch.testing.assert_close(packed[i, :len(prompt)], alone[:len(prompt)], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(packed[i, col:col + len(c)], alone[len(prompt):], atol=1e-5, rtol=1e-5)
+                col += len(c)
+
+
+def test_shared_prefix_layout_by_hand():
+    from plus.gpt import shared_prefix_layout
+
+    # prompt (2 tokens), continuation 1 (2 tokens), continuation 2 (1 token), one pad
+    mask, pos = shared_prefix_layout(torch.tensor([[0, 0, 1, 1, 2, -1]]))
+    assert pos.tolist() == [[0, 1, 2, 3, 2, 1]]
+    expected = [[1, 0, 0, 0, 0, 0],
+                [1, 1, 0, 0, 0, 0],
+                [1, 1, 1, 0, 0, 0],
+                [1, 1, 1, 1, 0, 0],
+                [1, 1, 0, 0, 1, 0],
+                [1, 1, 0, 0, 0, 1]]
+    assert mask[0, 0].int().tolist() == expected
+
+
+def test_packed_row_may_exceed_block_size_but_not_its_positions():
+    model = make_model("llama")  # block_size 64
+    seg = torch.tensor([[0] * 30 + [1] * 30 + [2] * 30])
+    model(torch.zeros(1, 90, dtype=torch.long), segment_ids=seg)  # positions reach 59 only
+    with pytest.raises(ValueError, match="block_size=64"):
+        model(torch.zeros(1, 90, dtype=torch.long), segment_ids=torch.tensor([[0] * 30 + [1] * 40 + [2] * 20]))
+    with pytest.raises(ValueError, match="no attention_mask"):
+        model(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3), segment_ids=torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_causality(family):
     model = make_model(family)
     torch.manual_seed(2)

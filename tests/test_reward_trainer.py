@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import eval as evaluate_cli
 import train
 from plus import checkpoint, data, reward_trainer
-from plus.data import PreferencePair, SFTExample, collate_pairs, response_ids, truncate_query
+from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, load_reward_model
 from plus.synthetic import World, export
@@ -29,20 +29,24 @@ class FixedRewardModel(torch.nn.Module):
         self.rewards, self.fixed = rewards, logits
         self.backbone = SimpleNamespace(logits=lambda hidden: hidden)
 
-    def forward(self, input_ids, attention_mask, return_hidden=False):
+    def forward(self, input_ids, attention_mask, return_hidden=False, segment_ids=None, read_at=None):
         return self.rewards, self.fixed
 
 
 def test_lm_loss_term_by_hand():
-    # One pair: prompt [5, 6], chosen [7, 8], rejected [9]. Rows: chosen [5, 6, 7, 8] and
-    # rejected [5, 6, 9, pad]. Positions 1 and 2 of the chosen row predict 7 and 8; the
-    # prompt position, the rejected row and padding must not count.
-    batch = collate_pairs([PreferencePair(prompt=[5, 6], chosen=[7, 8], rejected=[9])], pad_id=0)
-    logits = torch.zeros(2, 4, 10)
+    # One pair: prompt [5, 6], chosen [7, 8], rejected [9], packed as one row
+    # [5, 6, 7, 8, 9] with segments [0, 0, 1, 1, 2]. Column 1 (the prompt's end) predicts 7
+    # and column 2 predicts 8; the prompt's first column and the rejected response must
+    # not count.
+    batch = collate_shared_prompts([PreferencePair(prompt=[5, 6], chosen=[7, 8], rejected=[9])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert batch["segment_ids"].tolist() == [[0, 0, 1, 1, 2]]
+    assert batch["read_at"].tolist() == [[0, 3], [0, 4]]
+    logits = torch.zeros(1, 5, 10)
     logits[0, 1, 7] = 2.0     # p(7) = e^2 / (e^2 + 9)
     logits[0, 2, 8] = -1.0    # p(8) = e^-1 / (e^-1 + 9)
     logits[0, 0, 6] = -50.0   # a prompt token: ignored
-    logits[1, 1, 9] = -50.0   # the rejected response: ignored
+    logits[0, 4, 3] = -50.0   # the rejected response: ignored
     model = FixedRewardModel(torch.tensor([0.3, -0.2]), logits)
     chosen, rejected, nll_sum = reward_trainer.pair_forward(model, batch, "cpu", with_lm=True)
     expected = -(math.log(math.e ** 2 / (math.e ** 2 + 9)) + math.log(math.e ** -1 / (math.e ** -1 + 9)))
@@ -71,13 +75,20 @@ def tiny_config(tokenizer, family="gpt2"):
     return make(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=16)
 
 
-def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer):
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer, family):
+    # Pairs 0 and 2 share a prompt and their chosen response (it counts twice in the LM
+    # term); pair 3 shares the prompt too. Each sequence is also scored alone, unpadded.
     torch.manual_seed(0)
-    rm = RewardModel(tiny_config(tokenizer, "llama")).eval()
-    pairs = [PreferencePair([11, 12, 13], [14, 15, tokenizer.eos_id], [16, tokenizer.eos_id]),
-             PreferencePair([17], [18, 19, 20, 21, tokenizer.eos_id], [22, 23, 24, 25, 26, 27, tokenizer.eos_id])]
+    rm = RewardModel(tiny_config(tokenizer, family)).eval()
+    eos = tokenizer.eos_id
+    pairs = [PreferencePair([11, 12, 13], [14, 15, eos], [16, eos]),
+             PreferencePair([17], [18, 19, 20, 21, eos], [22, 23, 24, 25, 26, 27, eos]),
+             PreferencePair([11, 12, 13], [14, 15, eos], [30, 31, eos]),
+             PreferencePair([11, 12, 13], [16, eos], [30, 31, eos])]
     with torch.no_grad():
-        chosen, rejected, nll_sum = reward_trainer.pair_forward(rm, collate_pairs(pairs, tokenizer.pad_id), "cpu", True)
+        batch = collate_shared_prompts(pairs, tokenizer.pad_id)
+        chosen, rejected, nll_sum = reward_trainer.pair_forward(rm, batch, "cpu", True)
         expected_nll = 0.0
         for i, p in enumerate(pairs):  # each sequence alone, unpadded, with a plain log-softmax
             for response, got in ((p.chosen, chosen[i]), (p.rejected, rejected[i])):
@@ -89,6 +100,7 @@ def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer)
             for t in range(len(p.prompt), len(p.prompt) + len(p.chosen)):
                 expected_nll -= float(logp[t - 1, ids[0, t]])
     assert float(nll_sum) == pytest.approx(expected_nll, rel=1e-5)
+    assert batch["input_ids"].shape[0] == 2  # two prompts, two rows
 
 
 def test_pair_metrics_by_hand():
@@ -248,9 +260,13 @@ def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
 
 def test_exported_comparisons_train_like_the_builtin_world(sft_dirs, tmp_path):
     export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
-    run(rm_args(sft_dirs / "gpt2", tmp_path / "builtin"))
+    # The world's summaries of a pair differ within 30 words; with this nearly byte-level
+    # tokenizer that takes more than the usual 48 response tokens to see.
+    long_responses = ["--generate_max_len", "150"]
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "builtin", *long_responses))
     # The file is read with the default --on_bad_record error: every exported record is valid.
-    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl")))
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"),
+                *long_responses))
     assert losses(tmp_path / "file") == losses(tmp_path / "builtin") and len(losses(tmp_path / "file")) == 3
     a, b = checkpoint.load_state_dict(tmp_path / "builtin" / "rm"), checkpoint.load_state_dict(tmp_path / "file" / "rm")
     for name in a:

@@ -279,6 +279,31 @@ def test_labelers_agree_with_gold_about_75_percent(comparisons):
     assert abs(expected / 600 - 0.75) < 0.03
 
 
+def test_comparisons_among_several_summaries_per_post():
+    # All pairs among up to 4 distinct summaries of each post, posts 0, 1, 2, ... in turn;
+    # each pair labeled on its own, gold choices from the judge, labelers still near 75%.
+    records = S.make_comparisons(S.World(0), "valid", 1200, seed=3, summaries_per_post=4)
+    assert len(records) == 1200
+    by_post: dict[str, list] = {}
+    for r in records:
+        by_post.setdefault(r["info"]["id"], []).append(r)
+    ids = list(by_post)
+    assert ids == [S.make_post(i, "valid", 0).id for i in range(len(ids))]
+    assert 1200 / 6 <= len(ids) < 1200 / 4  # at most 6 pairs a post, most posts have 6
+    for post_id, group in list(by_post.items())[:60]:
+        post = S.post_from_id(post_id)
+        texts = {s["text"] for r in group for s in r["summaries"]}
+        pairs = [frozenset(s["text"] for s in r["summaries"]) for r in group]
+        assert len(texts) <= 4 and len(set(pairs)) == len(pairs) <= 6
+        for r in group:
+            a, b = (S.gold_score(post, s["text"]) for s in r["summaries"])
+            assert a != b and r["gold_choice"] == (0 if a > b else 1)
+    agreement = sum(r["choice"] == r["gold_choice"] for r in records) / len(records)
+    assert 0.70 <= agreement <= 0.80
+    with pytest.raises(S.SyntheticWorldError, match="summaries_per_post"):
+        S.make_comparisons(S.World(0), "valid", 3, summaries_per_post=1)
+
+
 def test_comparisons_with_policy_samples():
     posts = S.World(0).posts("train", 3)
     samples = {p.id: [S.complete_summary(p), p.summary + " So yeah.", "my bf cheated"] for p in posts}
