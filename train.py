@@ -37,8 +37,8 @@ STAGE_DEFAULTS = {
     "sft": dict(learning_rate=3e-3, max_steps=950, train_batch_size=32, micro_train_batch_size=16,
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
-    "rm": dict(learning_rate=1e-3, train_batch_size=32, micro_train_batch_size=16, warmup_ratio=0.05,
-               eval_steps=50),
+    "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
+               eval_steps=200),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
     # 2M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
     # the time). save_steps: the policies along the run, for eval.py's over-optimization view.
@@ -48,7 +48,7 @@ STAGE_DEFAULTS = {
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
 # and how many summaries of each post they compare (all pairs among them, each labeled
 # separately). The reward trainer computes a post once for all of its comparisons.
-RM_WORLD_PAIRS = 9600
+RM_WORLD_PAIRS = 38400
 RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
 # what let the model copy from the post within a few CPU minutes: with the same steps, the
