@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_dataset", nargs="+", default=None,
                    help="rm: held-out preference files, each reported separately (default: the world's valid split)")
     p.add_argument("--n_pairs", type=int, default=1024,
-                   help="rm: held-out comparisons per --eval_dataset (the world skips the ~1.5%% with an empty summary)")
+                   help="rm: held-out comparisons per --eval_dataset (the world's: one per post, its valid split)")
     p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
     add_preference_args(p)
     p.add_argument("--seed", type=int, default=0)

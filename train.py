@@ -195,11 +195,17 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--kl_horizon needs --kl_target (without a target the KL coefficient is fixed)")
 
 
-def stage_args(args: argparse.Namespace, stage: str) -> argparse.Namespace:
-    """The flags for one stage: what the user set, else that stage's default."""
+def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> argparse.Namespace:
+    """The flags for one stage: what the user set, else that stage's default. A default
+    micro-batch is cut to fit the global batch on `world_size` processes (the demo's
+    micro-batch of 32 becomes 16 under torchrun with 2 processes); one the user set is
+    kept, and a mismatch is the stage's error to report."""
     merged = argparse.Namespace(**vars(args))
     for key, value in STAGE_DEFAULTS[stage].items():
         if getattr(merged, key) is None:
+            if key == "micro_train_batch_size":
+                value = max(1, min(value, (args.train_batch_size or STAGE_DEFAULTS[stage]["train_batch_size"])
+                                   // world_size))
             setattr(merged, key, value)
     for key, value in MODEL_DEFAULTS.items():
         if getattr(merged, key) is None:
@@ -434,7 +440,7 @@ def main(argv=None) -> int:
     try:
         for stage in (STAGES if args.stage == "all" else (args.stage,)):
             t0 = time.perf_counter()
-            result = RUNNERS[stage](stage_args(args, stage), ctx)
+            result = RUNNERS[stage](stage_args(args, stage, ctx.world_size), ctx)
             print0(ctx, f"[{stage}] done in {time.perf_counter() - t0:.0f}s: "
                         + ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)))
     except (data.DataError, checkpoint.CheckpointError, ValueError, FloatingPointError) as e:

@@ -328,8 +328,21 @@ def test_unknown_domain_and_key_name_list_the_valid_ones(sft_dirs, tmp_path, cap
     (["--stage", "sft", "--chosen_key", "a", "--dataset", "x.jsonl"], "--chosen_key only applies to --stage rm"),
     (["--stage", "rm", "--input_key", "q", "--dataset", "x.jsonl"], "for --stage rm use --prompt_key"),
     (["--stage", "rm", "--lm_loss_coeff", "-1"], "--lm_loss_coeff must be >= 0"),
+    (["--stage", "rm", "--summaries_per_post", "3", "--dataset", "x.jsonl"], "--summaries_per_post applies to the built-in"),
+    (["--stage", "rm", "--summaries_per_post", "1"], "--summaries_per_post must be >= 2"),
+    (["--stage", "sft", "--summaries_per_post", "3"], "--summaries_per_post only applies to --stage rm"),
 ])
 def test_contradictory_flags_are_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_default_micro_batch_fits_the_global_batch_on_every_process_count():
+    # rm: global 32, micro-batch default 32 -> 16 per process on 2 processes, 8 on 4; a
+    # micro-batch the user set is kept (and checked by the stage).
+    parse = train.build_parser().parse_args
+    micro = {n: train.stage_args(parse(["--stage", "rm"]), "rm", n).micro_train_batch_size for n in (1, 2, 4)}
+    assert micro == {1: 32, 2: 16, 4: 8} and train.STAGE_DEFAULTS["rm"]["micro_train_batch_size"] == 32
+    assert train.stage_args(parse(["--stage", "rm", "--train_batch_size", "128"]), "rm", 2).micro_train_batch_size == 32
+    assert train.stage_args(parse(["--stage", "rm", "--micro_train_batch_size", "32"]), "rm", 2).micro_train_batch_size == 32
