@@ -24,6 +24,16 @@ the training posts for the built-in world; a preference file usually has no refe
 summaries, so there the chosen responses of the training set stand in for them (each
 distinct (prompt, chosen) once).
 
+A post usually has several comparisons (Stiennon's labelers compared many summaries of
+the same posts; the built-in world's training set holds all pairs among 4 summaries of
+each post), and a reward depends on (post, summary) alone. So a micro-batch is packed one
+row per post: the post once, then each of its distinct summaries, each attending to the
+post and to itself only (`plus.data.collate_shared_prompts`, `segment_ids` in
+plus/gpt.py). The numbers are those of scoring every (post, summary) in a row of its
+own; the post's ~125 tokens are computed once instead of twice per comparison
+(BENCHMARKS.md: 6.4x the pairs per second on the world's comparisons). The data order
+keeps a post's comparisons together for the same reason.
+
 Read top to bottom: the loss of one micro-batch, scoring and the evaluation metrics,
 then the loop (derived sizes, data order, resume, accumulate -> clip -> step -> log ->
 evaluate -> save) and the normalization at the end. Every quantity is summed over the
