@@ -546,8 +546,9 @@ def load_preference_pairs(
 ) -> tuple[list[PreferencePair], BadRecords]:
     """Preference pairs from the built-in world (`dataset="synthetic"`, comparisons of the
     `split`, labeled by simulated labelers; with summaries_per_post = k > 2, all pairs
-    among k summaries of each post, see `plus.synthetic.make_comparisons`) or from a file in any format listed at the top
-    of this section (a file is read whole; `split` applies to the world only).
+    among k summaries of each post, see `plus.synthetic.make_comparisons`) or from a
+    file in any format listed at the top of this section (a file is read whole; `split`
+    and `summaries_per_post` apply to the world only).
 
     The format is recognized per record: DSP when `domain` is given; OpenAI comparisons
     when the record has "info" and "summaries"; DSP converted when it has "text" and

@@ -301,7 +301,8 @@ class GPT(nn.Module):
             if segment_ids.shape != (B, T):
                 raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}, expected {(B, T)}")
             attn_mask, position_ids = shared_prefix_layout(segment_ids)
-            if int(position_ids.max()) + 1 > self.config.block_size:  # a packed row may be longer; its positions may not
+            # A packed row may be longer than block_size; its positions may not.
+            if int(position_ids.max()) + 1 > self.config.block_size:
                 raise ValueError(f"prompt + continuation of {int(position_ids.max()) + 1} tokens is longer than "
                                  f"block_size={self.config.block_size}")
         # Positions count real tokens only, so left padding does not shift them.

@@ -323,7 +323,8 @@ def train(
         n_pairs = args.train_batch_size  # the global batch, over all ranks
         n_lm_tokens = 1
         if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
-            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(sum(float(b["lm_weight"].sum()) for b in micro_batches))))
+            mine_lm = sum(float(b["lm_weight"].sum()) for b in micro_batches)  # chosen tokens x times chosen
+            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(mine_lm)))
         # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
         sums = torch.zeros(6, dtype=torch.float64)
         for i, batch in enumerate(micro_batches):
