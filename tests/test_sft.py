@@ -86,6 +86,17 @@ def test_default_model_is_llama_style_with_an_8_thirds_mlp(pretrained):
     assert train.mlp_width("gpt2", 128) is None  # GPTConfig's 4d
 
 
+def test_demo_head_is_tied_unless_asked_otherwise(files, pretrained, tmp_path):
+    tied, _, _ = checkpoint.load_gpt(pretrained / "pretrain")
+    assert tied.lm_head.weight.data_ptr() == tied.tok_emb.weight.data_ptr()
+    run("--stage", "pretrain", "--dataset", str(files / "corpus.jsonl"), "--out_dir", str(tmp_path), *TINY,
+        "--max_steps", "1", "--train_batch_size", "2", "--n_eval", "2", "--no-tie_embeddings")
+    untied, _, _ = checkpoint.load_gpt(tmp_path / "pretrain")
+    assert not untied.config.tie_embeddings
+    assert untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
+    assert not torch.equal(untied.lm_head.weight, untied.tok_emb.weight)
+
+
 def test_interrupted_then_resumed_run_matches_uninterrupted(files, pretrained, tmp_path, monkeypatch):
     init = ("--init_from", str(pretrained / "pretrain"))
     run(*sft_args(files, tmp_path / "a", *init))
