@@ -239,19 +239,26 @@ def load_sft_examples(
     output_key: str = "summary",
     on_bad_record: str = "error",
     seed: int = 0,
+    references_per_post: int = 1,
 ) -> tuple[list[SFTExample], BadRecords]:
-    """SFT pairs from the built-in world (`dataset="synthetic"`) or a file."""
+    """SFT pairs from the built-in world (`dataset="synthetic"`) or a file.
+
+    The world can give each of its n posts `references_per_post` TL;DRs by different
+    writers (the post's own first, `plus.synthetic.other_references`): n x k examples,
+    the k of a post one after the other, sharing one prompt."""
     bad = BadRecords(on_bad_record)
     if dataset == "synthetic":
-        from plus.synthetic import World
+        from plus.synthetic import World, other_references
 
-        posts = World(seed).posts(split, n)
-        examples = [
-            SFTExample(truncate_query(tokenizer, p.subreddit, p.title, p.post, prompt_max_len),
-                       response_ids(tokenizer, p.summary, generate_max_len))
-            for p in posts
-        ]
+        examples = []
+        for p in World(seed).posts(split, n):
+            prompt = truncate_query(tokenizer, p.subreddit, p.title, p.post, prompt_max_len)
+            for summary in [p.summary] + other_references(p, references_per_post - 1):
+                examples.append(SFTExample(prompt, response_ids(tokenizer, summary, generate_max_len)))
         return examples, bad
+    if references_per_post != 1:
+        raise ValueError(f"references_per_post={references_per_post} applies to the built-in world; a file's "
+                         f"posts have the summaries it holds")
 
     def parse(record, where):
         return SFTExample(prompt_ids(tokenizer, record, input_key, prompt_max_len, where),
@@ -586,8 +593,63 @@ def load_preference_pairs(
     return pairs[:n], bad
 
 
-def group_by_prompt(pairs: list[PreferencePair]) -> list[list[int]]:
-    """Indices of `pairs` grouped by identical prompt, groups in order of first appearance."""
+def _pack_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int):
+    """(input_ids, segment_ids [R, T], starts {(row, k): first column of response k}) for
+    rows of (prompt, [response 1, response 2, ...]): the `segment_ids` layout of plus/gpt.py."""
+    T = max(len(prompt) + sum(map(len, responses)) for prompt, responses in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    segment_ids = torch.full((len(rows), T), -1, dtype=torch.long)
+    starts: dict[tuple[int, int], int] = {}
+    for r, (prompt, responses) in enumerate(rows):
+        input_ids[r, :len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        segment_ids[r, :len(prompt)] = 0
+        col = len(prompt)
+        for k, response in enumerate(responses, start=1):
+            if not response:
+                raise ValueError(f"an empty response to a prompt of {len(prompt)} tokens (a response has at least its EOS)")
+            input_ids[r, col:col + len(response)] = torch.tensor(response, dtype=torch.long)
+            segment_ids[r, col:col + len(response)] = k
+            starts[(r, k)] = col
+            col += len(response)
+    return input_ids, segment_ids, starts
+
+
+def _predicted_at(row: int, prompt_len: int, start: int, n: int) -> list[tuple[int, int]]:
+    """The (row, column) whose output predicts each of the n tokens of a response packed at
+    `start`: the first at the prompt's last column (shared by every response of the row),
+    token j > 0 at the column of token j-1 of the same response (its own segment)."""
+    return [(row, prompt_len - 1)] + [(row, start + j - 1) for j in range(1, n)]
+
+
+def collate_sft_packed(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """SFT examples packed one row per distinct prompt (the prompt once, then each of its
+    responses): several references of one post cost one prompt. The loss is the same as
+    `collate_sft`'s rows one by one; because the first token of every response is predicted
+    at the same column (the prompt's last), targets come as a list, not a shifted tensor.
+
+    Returns input_ids, segment_ids [R, T]; labels_at [M, 2] (row, column) and labels [M]:
+    the position that predicts each response token, and the token."""
+    rows: list[tuple[list[int], list[list[int]]]] = []
+    row_of_prompt: dict[tuple, int] = {}
+    for e in examples:
+        r = row_of_prompt.setdefault(tuple(e.prompt), len(rows))
+        if r == len(rows):
+            rows.append((e.prompt, []))
+        rows[r][1].append(e.response)
+    input_ids, segment_ids, starts = _pack_rows(rows, pad_id)
+    labels_at, labels = [], []
+    for r, (prompt, responses) in enumerate(rows):
+        for k, response in enumerate(responses, start=1):
+            labels_at += _predicted_at(r, len(prompt), starts[(r, k)], len(response))
+            labels += response
+    return {"input_ids": input_ids, "segment_ids": segment_ids,
+            "labels_at": torch.tensor(labels_at, dtype=torch.long).view(-1, 2),
+            "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+def group_by_prompt(pairs: list) -> list[list[int]]:
+    """Indices of `pairs` (or SFT examples: anything with a `.prompt`) grouped by identical
+    prompt, groups in order of first appearance."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(pairs):
         groups.setdefault(tuple(p.prompt), []).append(i)
@@ -631,32 +693,15 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
 
     chosen = [index(p.prompt, p.chosen) for p in pairs]
     rejected = [index(p.prompt, p.rejected) for p in pairs]
-    T = max(len(prompt) + sum(map(len, responses)) for prompt, responses in rows)
-    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    segment_ids = torch.full((len(rows), T), -1, dtype=torch.long)
-    starts: dict[tuple[int, int], int] = {}                 # (row, k) -> first column
-    for r, (prompt, responses) in enumerate(rows):
-        input_ids[r, :len(prompt)] = torch.tensor(prompt, dtype=torch.long)
-        segment_ids[r, :len(prompt)] = 0
-        col = len(prompt)
-        for k, response in enumerate(responses, start=1):
-            if not response:
-                raise ValueError(f"an empty response to a prompt of {len(prompt)} tokens: nothing to read a reward at")
-            input_ids[r, col:col + len(response)] = torch.tensor(response, dtype=torch.long)
-            segment_ids[r, col:col + len(response)] = k
-            starts[(r, k)] = col
-            col += len(response)
+    input_ids, segment_ids, starts = _pack_rows(rows, pad_id)
     read_at = [(r, starts[(r, k)] + len(rows[r][1][k - 1]) - 1) for r, k in where]
-    # LM loss: the first response token is predicted at the prompt's last column, token j>0
-    # at the column of token j-1 of the same response (its own segment).
     times_chosen = torch.bincount(torch.tensor(chosen, dtype=torch.long), minlength=len(where)).tolist()
     lm_at, lm_target, lm_weight = [], [], []
     for n, (r, k) in enumerate(where):
         if not times_chosen[n]:
             continue
         prompt, response = rows[r][0], rows[r][1][k - 1]
-        start = starts[(r, k)]
-        lm_at += [(r, len(prompt) - 1)] + [(r, start + j - 1) for j in range(1, len(response))]
+        lm_at += _predicted_at(r, len(prompt), starts[(r, k)], len(response))
         lm_target += response
         lm_weight += [float(times_chosen[n])] * len(response)
     return {

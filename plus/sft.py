@@ -56,9 +56,17 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: 
 
 
 def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
-    """(sum over target tokens of -log p, number of target tokens) for one micro-batch."""
+    """(sum over target tokens of -log p, number of target tokens) for one micro-batch:
+    right-padded rows (`data.collate_sft`), or rows packing a prompt and several responses
+    (`data.collate_sft_packed`), where the hidden states that predict are gathered first."""
     input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
+    if "segment_ids" in batch:
+        hidden = model(input_ids, segment_ids=batch["segment_ids"].to(device))    # [R, T, C]
+        weight = model_head(model).lm_head.weight  # read after the forward: FSDP gathers it there
+        at = batch["labels_at"].to(device)                                       # [M, 2]
+        logprobs = fused_linear_token_logprobs(hidden[at[:, 0], at[:, 1]], weight.to(hidden.dtype), labels)
+        return -logprobs.sum(), labels.numel()
     mask = batch.get("attention_mask")
     hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))  # [B, T, C]
     # The head and the log-softmax in one op that never builds logits for ignored
@@ -98,6 +106,7 @@ def train(
     config: dict,              # stored in config.json (model config and provenance)
     args,
     ctx: Dist,
+    unit: str = "examples",    # what dataset_size counts, for the log
 ) -> dict:
     """The loop shared by `--stage pretrain` and `--stage sft`. Returns final metrics."""
     device = torch.device(args.device)
@@ -156,7 +165,7 @@ def train(
                 metrics_file=metrics_path)
         barrier(ctx)
 
-    print0(ctx, f"[{stage}] {dataset_size} examples, {max_steps} steps of {args.train_batch_size} "
+    print0(ctx, f"[{stage}] {dataset_size} {unit}, {max_steps} steps of {args.train_batch_size} "
                 f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes"
                 f"{'' if ctx.world_size == 1 else ', ' + args.strategy}), {n_params / 1e6:.2f}M parameters")
     bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,

@@ -1324,6 +1324,30 @@ def _render_summary(facts: dict, plan: dict) -> str:
     return _join(_summary_clauses(facts, plan), plan)
 
 
+def other_references(post: Post, n: int) -> list[str]:
+    """n more human TL;DRs of the post, each by another writer (as the post's own: a plan
+    of which lesser facts to keep and how to word them; the register usually the post's),
+    all different from the post's reference and from each other. For SFT on several
+    references per post (`plus.data.load_sft_examples`): the prompt is computed once for
+    all of them, so each extra reference costs only its own tokens."""
+    if not isinstance(n, int) or n < 0:
+        raise SyntheticWorldError(f"number of references must be a non-negative integer, got {n!r}")
+    rng = random.Random(f"plus.synthetic/references/{post.id}")
+    seen, out = {post.summary}, []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        same = rng.random() < 0.6  # as make_post draws the reference's register
+        register = post.facts["register"] if same else ("formal" if post.facts["register"] == "casual" else "casual")
+        text = _render_summary(post.facts, _reference_plan(rng, register))
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    if len(out) < n:
+        raise SyntheticWorldError(f"{post.id}: only {len(out)} distinct references in {20 * n} draws, asked for {n}")
+    return out
+
+
 def complete_summary(post: Post) -> str:
     """The post's reference rewritten to keep every important fact (same wording)."""
     plan = dict(post.facts["reference"], keep={f: True for f in LESSER_FACTS})

@@ -28,6 +28,49 @@ def test_collate_sft_masks_prompt_and_padding_by_hand():
     assert batch["labels"].tolist() == [[I, I, 20, 21, 1, I], [22, 1, I, I, I, I]]
 
 
+def test_collate_sft_packed_layout_by_hand():
+    # Two responses to prompt [10, 11, 12], one to [13]: one row per prompt.
+    examples = [data.SFTExample(prompt=[10, 11, 12], response=[20, 21, 1]),
+                data.SFTExample(prompt=[13], response=[22, 1]),
+                data.SFTExample(prompt=[10, 11, 12], response=[23, 1])]
+    batch = data.collate_sft_packed(examples, pad_id=0)
+    assert batch["input_ids"].tolist() == [[10, 11, 12, 20, 21, 1, 23, 1], [13, 22, 1, 0, 0, 0, 0, 0]]
+    assert batch["segment_ids"].tolist() == [[0, 0, 0, 1, 1, 1, 2, 2], [0, 1, 1, -1, -1, -1, -1, -1]]
+    # 20 and 23 are both predicted at column 2 (the prompt's last token); 21 at 20's column,
+    # the first response's EOS at 21's, the second response's EOS at 23's (column 6).
+    assert batch["labels_at"].tolist() == [[0, 2], [0, 3], [0, 4], [0, 2], [0, 6], [1, 0], [1, 1]]
+    assert batch["labels"].tolist() == [20, 21, 1, 23, 1, 22, 1]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_packed_sft_loss_and_gradient_equal_separate_rows(family):
+    from plus import sft
+    from plus.gpt import GPT, GPTConfig
+    make = GPTConfig.gpt2_style if family == "gpt2" else GPTConfig.llama_style
+    torch.manual_seed(0)
+    model = GPT(make(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    g = torch.Generator().manual_seed(1)
+    rand = lambda n: torch.randint(3, 50, (n,), generator=g).tolist()  # noqa: E731
+    p1, p2 = rand(7), rand(4)
+    examples = [data.SFTExample(p1, rand(3) + [1]), data.SFTExample(p2, rand(5) + [1]),
+                data.SFTExample(p1, rand(2) + [1]), data.SFTExample(p1, rand(4) + [1])]
+    loss, n = sft.sequence_loss_sum(model, data.collate_sft_packed(examples, pad_id=0), "cpu")
+    loss.backward()
+    packed_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    # Each example alone, unpadded, with a plain cross-entropy over the full logits.
+    expected = 0.0
+    for e in examples:
+        seq = torch.tensor([e.prompt + e.response])
+        logits = model.logits(model(seq))[0, len(e.prompt) - 1:-1]
+        expected = expected + torch.nn.functional.cross_entropy(logits, torch.tensor(e.response), reduction="sum")
+    expected.backward()
+    assert n == sum(len(e.response) for e in examples)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    for got, want in zip(packed_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_response_ids_has_leading_space_and_eos(tok):
     ids = data.response_ids(tok, "we went out", 48)
     assert ids[-1] == tok.eos_id

@@ -150,3 +150,19 @@ def test_contradictory_flags_are_errors(capsys):
     assert "--n_layer only applies to --stage pretrain" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--stage", "sft", "--bogus_flag", "1"])
+    for argv, message in [(["--stage", "rm", "--references_per_post", "2"], "applies to --stage sft"),
+                          (["--stage", "sft", "--dataset", "x.jsonl", "--references_per_post", "2"], "built-in world"),
+                          (["--stage", "sft", "--references_per_post", "0"], "must be >= 1")]:
+        with pytest.raises(SystemExit):
+            train.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_world_sft_defaults_count_posts_and_a_file_keeps_its_own():
+    args = train.build_parser().parse_args(["--stage", "sft"])
+    world = train.stage_args(args, "sft")
+    assert (world.train_batch_size, world.micro_train_batch_size, world.max_steps) == (8, 8, 1900)
+    args = train.build_parser().parse_args(["--stage", "sft", "--dataset", "my.jsonl"])
+    assert train.stage_args(args, "sft").train_batch_size == train.STAGE_DEFAULTS["sft"]["train_batch_size"]
+    args = train.build_parser().parse_args(["--stage", "sft", "--train_batch_size", "4"])
+    assert train.stage_args(args, "sft", world_size=2).micro_train_batch_size == 2

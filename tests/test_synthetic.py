@@ -112,6 +112,28 @@ def test_judge_reads_exactly_the_facts_the_text_states(posts):
         assert all(complete["covered"].values()) and complete["error_list"] == []
 
 
+def test_other_references_are_true_distinct_and_repeatable(posts):
+    """Extra TL;DRs of a post by other writers: each states no wrong fact and is fluent, all
+    differ from the post's reference and from each other, and the same call gives the same
+    texts. Their writers keep the lesser facts about as often as the references' writers."""
+    kept, kept_ref = {f: 0 for f in S.LESSER_FACTS}, {f: 0 for f in S.LESSER_FACTS}
+    for p in posts:
+        others = S.other_references(p, 3)
+        assert others == S.other_references(p, 3)
+        assert len(set(others + [p.summary])) == 4
+        for text in others:
+            b = S.gold_breakdown(p, text)
+            assert b["error_list"] == [] and b["fluency"] == 1.0 and b["repeats"] == 0, (p.id, text)
+            for f in S.LESSER_FACTS:
+                kept[f] += b["covered"][f] / 3
+        for f in S.LESSER_FACTS:
+            kept_ref[f] += S.gold_breakdown(p, p.summary)["covered"][f]
+    for f in S.LESSER_FACTS:
+        assert abs(kept[f] - kept_ref[f]) / len(posts) < 0.15, (f, kept[f], kept_ref[f])
+    with pytest.raises(S.SyntheticWorldError, match="non-negative"):
+        S.other_references(posts[0], -1)
+
+
 def test_quantity_forms_by_hand():
     years3, amount = {"kind": "duration", "value": 3, "unit": "year"}, {"kind": "amount", "value": 2500}
     assert S._quantity_text(years3, {"yrs": False, "word": False}) == "3 years"
