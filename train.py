@@ -52,11 +52,11 @@ STAGE_DEFAULTS = {
 # separately). The reward trainer computes a post once for all of its comparisons.
 # SFT on the built-in world: 4 TL;DRs of each post by different writers, packed one row
 # per post, so the post (about 80% of the tokens) is computed once for 4 summaries; a batch
-# is 8 posts, i.e. 32 summaries as on a file. Each step costs about 0.4 of a step of 32
-# posts, so the same 5 minutes buy 1900 steps and 61k summaries instead of 950 steps and
+# is 8 posts, i.e. 32 summaries as on a file. Each step costs about half a step of 32
+# posts, so the same 5 minutes buy 1700 steps and 54k summaries instead of 950 steps and
 # 30k: the SFT win rate rose from 32% to 35% (BENCHMARKS.md).
 SFT_WORLD_REFERENCES_PER_POST = 4
-SFT_WORLD_DEFAULTS = dict(train_batch_size=8, micro_train_batch_size=8, max_steps=1900)
+SFT_WORLD_DEFAULTS = dict(train_batch_size=8, micro_train_batch_size=8, max_steps=1700)
 RM_WORLD_PAIRS = 38400
 RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are

@@ -161,7 +161,7 @@ def test_contradictory_flags_are_errors(capsys):
 def test_world_sft_defaults_count_posts_and_a_file_keeps_its_own():
     args = train.build_parser().parse_args(["--stage", "sft"])
     world = train.stage_args(args, "sft")
-    assert (world.train_batch_size, world.micro_train_batch_size, world.max_steps) == (8, 8, 1900)
+    assert (world.train_batch_size, world.micro_train_batch_size, world.max_steps) == (8, 8, 1700)
     args = train.build_parser().parse_args(["--stage", "sft", "--dataset", "my.jsonl"])
     assert train.stage_args(args, "sft").train_batch_size == train.STAGE_DEFAULTS["sft"]["train_batch_size"]
     args = train.build_parser().parse_args(["--stage", "sft", "--train_batch_size", "4"])
