@@ -42,21 +42,22 @@ STAGE_DEFAULTS = {
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
                eval_steps=200),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
-    # 2M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
-    # the time). save_steps: the policies along the run, for eval.py's over-optimization view.
-    "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=16, rollout_batch_size=64,
+    # 1M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
+    # the time; the gold score still rose from update 16 to 20, BENCHMARKS.md).
+    # save_steps: the policies along the run, for eval.py's over-optimization view.
+    "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=24, rollout_batch_size=64,
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
 }
-# Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
-# and how many summaries of each post they compare (all pairs among them, each labeled
-# separately). The reward trainer computes a post once for all of its comparisons.
 # SFT on the built-in world: 4 TL;DRs of each post by different writers, packed one row
 # per post, so the post (about 80% of the tokens) is computed once for 4 summaries; a batch
 # is 8 posts, i.e. 32 summaries as on a file. Each step costs about half a step of 32
 # posts, so the same 5 minutes buy 1700 steps and 54k summaries instead of 950 steps and
-# 30k: the SFT win rate rose from 32% to 35% (BENCHMARKS.md).
+# 30k: the SFT win rate rose from 32% to 35-42% (BENCHMARKS.md).
 SFT_WORLD_REFERENCES_PER_POST = 4
 SFT_WORLD_DEFAULTS = dict(train_batch_size=8, micro_train_batch_size=8, max_steps=1700)
+# Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
+# and how many summaries of each post they compare (all pairs among them, each labeled
+# separately). The reward trainer computes a post once for all of its comparisons.
 RM_WORLD_PAIRS = 38400
 RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {RM_WORLD_SUMMARIES_PER_POST}; 2: one comparison per post)")
     p.add_argument("--references_per_post", type=int, default=None,
                    help="sft on the built-in world: train on this many TL;DRs of each post, by different writers "
-                        f"(default {SFT_WORLD_REFERENCES_PER_POST}); the batch sizes then count posts")
+                        f"(default {SFT_WORLD_REFERENCES_PER_POST}; --train_batch_size counts posts)")
     p.add_argument("--lm_loss_coeff", type=float, default=0.0,
                    help="rm: weight of the language-model loss on the chosen responses (Cheng et al. 2023 use 0.1)")
     p.add_argument("--normalize_reward", action="store_true",
