@@ -606,7 +606,8 @@ def _pack_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int):
         col = len(prompt)
         for k, response in enumerate(responses, start=1):
             if not response:
-                raise ValueError(f"an empty response to a prompt of {len(prompt)} tokens (a response has at least its EOS)")
+                raise ValueError(f"an empty response to a prompt of {len(prompt)} tokens "
+                                 f"(a response has at least its EOS)")
             input_ids[r, col:col + len(response)] = torch.tensor(response, dtype=torch.long)
             segment_ids[r, col:col + len(response)] = k
             starts[(r, k)] = col

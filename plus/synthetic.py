@@ -1215,6 +1215,12 @@ def _reference_plan(rng: random.Random, register: str | None = None) -> dict:
             **_style(rng)}
 
 
+def _writer_register(facts: dict, rng: random.Random) -> str:
+    """A TL;DR writer is usually, not always, in the post's register."""
+    same = rng.random() < 0.6
+    return facts["register"] if same else ("formal" if facts["register"] == "casual" else "casual")
+
+
 def _style(rng: random.Random) -> dict:
     """The wording choices of a TL;DR plan (everything but the register and the facts kept)."""
     order = ["complication", "feeling"]
@@ -1230,10 +1236,7 @@ def make_post(index: int, split: str = "train", seed: int = 0) -> Post:
     facts = _sample_facts(rng)
     title, body, distractors = _write_post(facts, rng)
     facts["distractors"] = distractors
-    # The reference writer is usually, not always, in the post's register.
-    same = rng.random() < 0.6
-    register = facts["register"] if same else ("formal" if facts["register"] == "casual" else "casual")
-    facts["reference"] = _reference_plan(rng, register)
+    facts["reference"] = _reference_plan(rng, _writer_register(facts, rng))
     summary = _render_summary(facts, facts["reference"])
     return Post(post_id, facts["subreddit"], title, body, summary, facts)
 
@@ -1337,9 +1340,7 @@ def other_references(post: Post, n: int) -> list[str]:
     for _ in range(20 * n):
         if len(out) == n:
             break
-        same = rng.random() < 0.6  # as make_post draws the reference's register
-        register = post.facts["register"] if same else ("formal" if post.facts["register"] == "casual" else "casual")
-        text = _render_summary(post.facts, _reference_plan(rng, register))
+        text = _render_summary(post.facts, _reference_plan(rng, _writer_register(post.facts, rng)))
         if text not in seen:
             seen.add(text)
             out.append(text)
