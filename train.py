@@ -32,7 +32,7 @@ STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages joi
 # steps (teacher-forced, the right number's mean probability was 0.11, chance, after 500
 # steps and 0.99 after 1000), so pretraining is a short warm start and SFT gets the rest.
 # SFT's batch counts prompts (on a file, usually one example each); on the built-in world
-# see SFT_WORLD_DEFAULTS.
+# see sft_world_defaults.
 STAGE_DEFAULTS = {
     "pretrain": dict(learning_rate=3e-3, max_steps=50, train_batch_size=32, micro_train_batch_size=16,
                      warmup_ratio=0.05, max_len=256, eval_steps=100),
@@ -54,7 +54,19 @@ STAGE_DEFAULTS = {
 # posts, so the same 5 minutes buy 1700 steps and 54k summaries instead of 950 steps and
 # 30k: the SFT win rate rose from 32% to 35-42% (BENCHMARKS.md).
 SFT_WORLD_REFERENCES_PER_POST = 4
-SFT_WORLD_DEFAULTS = dict(train_batch_size=8, micro_train_batch_size=8, max_steps=1700)
+SFT_WORLD_SUMMARIES_PER_STEP = 32
+SFT_WORLD_STEPS = 1700
+
+
+def sft_world_defaults(references_per_post: int) -> dict:
+    """The world's SFT batch in posts: 32 summaries a step whatever the references per post
+    (k = 4: 8 posts, micro-batches of 8; k = 1: 32 posts, micro-batches of 16 as on a file)."""
+    k = references_per_post
+    batch = max(1, SFT_WORLD_SUMMARIES_PER_STEP // k)
+    return dict(train_batch_size=batch, micro_train_batch_size=max(1, SFT_WORLD_SUMMARIES_PER_STEP // max(k, 2)),
+                max_steps=SFT_WORLD_STEPS)
+
+
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
 # and how many summaries of each post they compare (all pairs among them, each labeled
 # separately). The reward trainer computes a post once for all of its comparisons.
@@ -222,7 +234,11 @@ def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> arg
     merged = argparse.Namespace(**vars(args))
     defaults = STAGE_DEFAULTS[stage]
     if stage == "sft" and args.dataset == "synthetic":
-        defaults = {**defaults, **SFT_WORLD_DEFAULTS}
+        defaults = {**defaults, **sft_world_defaults(args.references_per_post or SFT_WORLD_REFERENCES_PER_POST)}
+    if args.train_batch_size is None and args.micro_train_batch_size is not None:
+        # a micro-batch the user set, and no global batch: the default grows to hold it
+        per_step = args.micro_train_batch_size * world_size
+        defaults = {**defaults, "train_batch_size": -(-defaults["train_batch_size"] // per_step) * per_step}
     for key, value in defaults.items():
         if getattr(merged, key) is None:
             if key == "micro_train_batch_size":
@@ -336,6 +352,9 @@ def run_sft(args, ctx: Dist) -> dict:
     load = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len,
                 input_key=args.input_key, output_key=args.output_key, on_bad_record=args.on_bad_record, seed=args.seed)
     per_post = (args.references_per_post or SFT_WORLD_REFERENCES_PER_POST) if args.dataset == "synthetic" else 1
+    saved = checkpoint.load_config(out_dir).get("references_per_post", 1) if args.resume else per_post
+    if saved != per_post:
+        raise ValueError(f"{out_dir}: --resume of a run with {saved} references per post, asked for {per_post}")
     examples, bad = data.load_sft_examples(args.dataset, tokenizer, split="train", n=n_train,
                                            references_per_post=per_post, **load)
     eval_examples = []
@@ -358,7 +377,8 @@ def run_sft(args, ctx: Dist) -> dict:
     eval_batches = [data.collate_sft(eval_examples[i:i + args.micro_train_batch_size], tokenizer.pad_id)
                     for i in range(0, len(eval_examples), args.micro_train_batch_size)][ctx.rank::ctx.world_size]
     config = {"stage": "sft", "model": model.config.to_dict(), "init_from": str(init_from), "dataset": args.dataset,
-              "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len}
+              "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
+              "references_per_post": per_post}
     return sft.train(stage="sft", model=model, tokenizer=tokenizer, dataset_size=len(groups), get_batch=get_batch,
                      eval_batches=eval_batches, out_dir=out_dir, ctx=ctx, args=args, config=config,
                      unit=f"prompts with {len(examples)} responses" if len(groups) < len(examples) else "examples")

@@ -120,7 +120,7 @@ def train(
     accumulation = args.train_batch_size // per_step
     steps_per_epoch = dataset_size // args.train_batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{dataset_size} examples are fewer than one global batch ({args.train_batch_size})")
+        raise ValueError(f"{dataset_size} {unit} are fewer than one global batch ({args.train_batch_size})")
     max_steps = args.max_steps or steps_per_epoch * args.max_epochs
     warmup = max(1, int(args.warmup_ratio * max_steps))
 

@@ -6,6 +6,7 @@ import torch
 
 import train
 from plus import checkpoint, data, sft
+from plus.tokenizer import Tokenizer
 
 
 class FixedLogits(torch.nn.Module):
@@ -49,9 +50,9 @@ def files(tmp_path_factory):
     with open(d / "corpus.jsonl", "w") as f:
         for i in range(300):
             f.write(json.dumps({"text": " ".join(words[(i + k) % len(words)] for k in range(20))}) + "\n")
-    with open(d / "tldr.jsonl", "w") as f:
+    with open(d / "tldr.jsonl", "w") as f:  # 20 posts, two summaries each: SFT packs them in one row
         for i in range(40):
-            f.write(json.dumps({"subreddit": "dating", "title": f"title {i}", "post": " ".join(words[i % 5:]),
+            f.write(json.dumps({"subreddit": "dating", "title": f"title {i // 2}", "post": " ".join(words[i // 2 % 5:]),
                                 "summary": " ".join(words[i % 7: i % 7 + 5])}) + "\n")
     return d
 
@@ -159,10 +160,28 @@ def test_contradictory_flags_are_errors(capsys):
 
 
 def test_world_sft_defaults_count_posts_and_a_file_keeps_its_own():
-    args = train.build_parser().parse_args(["--stage", "sft"])
-    world = train.stage_args(args, "sft")
-    assert (world.train_batch_size, world.micro_train_batch_size, world.max_steps) == (8, 8, 1700)
-    args = train.build_parser().parse_args(["--stage", "sft", "--dataset", "my.jsonl"])
-    assert train.stage_args(args, "sft").train_batch_size == train.STAGE_DEFAULTS["sft"]["train_batch_size"]
-    args = train.build_parser().parse_args(["--stage", "sft", "--train_batch_size", "4"])
-    assert train.stage_args(args, "sft", world_size=2).micro_train_batch_size == 2
+    def sizes(*argv, world_size=1):
+        a = train.stage_args(train.build_parser().parse_args(["--stage", "sft", *argv]), "sft", world_size)
+        return a.train_batch_size, a.micro_train_batch_size, a.max_steps
+    assert sizes() == (8, 8, 1700)                                    # 8 posts x 4 references = 32 summaries
+    assert sizes("--references_per_post", "1") == (32, 16, 1700)      # 32 posts x 1
+    assert sizes("--references_per_post", "2") == (16, 16, 1700)
+    assert sizes("--dataset", "my.jsonl")[:2] == (32, 16)             # a file: STAGE_DEFAULTS
+    assert sizes("--train_batch_size", "4", world_size=2)[:2] == (4, 2)
+    # A micro-batch the user set, with no global batch: the default global batch holds it.
+    assert sizes("--micro_train_batch_size", "16")[:2] == (16, 16)
+    assert sizes("--micro_train_batch_size", "3", world_size=2)[:2] == (12, 3)
+
+
+def test_a_batch_counts_prompts_with_all_their_responses(files, pretrained, tmp_path):
+    """The file holds 20 posts with two summaries each; a step of 4 posts trains on their 8
+    summaries (with an index mix-up between examples and posts it would see 4)."""
+    run(*sft_args(files, tmp_path, "--init_from", str(pretrained / "pretrain")))
+    tok = Tokenizer.load(tmp_path / "sft" / "tokenizer.json")
+    records = [json.loads(line) for line in (files / "tldr.jsonl").read_text().splitlines()]
+    posts = [records[2 * g: 2 * g + 2] for g in range(20)]
+    first = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:4].tolist()  # seed 0, epoch 0
+    expected = sum(len(data.response_ids(tok, r["summary"], 48)) for g in first for r in posts[g])
+    metrics = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["target_tokens"] == expected
+    assert json.loads((tmp_path / "sft" / "config.json").read_text())["references_per_post"] == 1
