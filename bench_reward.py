@@ -23,7 +23,7 @@ import time
 import torch
 
 from plus.bradley_terry import bradley_terry_loss
-from plus.data import collate_sft, collate_shared_prompts, load_preference_pairs
+from plus.data import collate_sft, collate_shared_prompts, load_preference_pairs, response_tokens
 from plus.reward_head import load_reward_model
 from plus.reward_trainer import pair_forward, pair_rows
 
@@ -31,7 +31,7 @@ from plus.reward_trainer import pair_forward, pair_rows
 def per_sequence_loss(model, pairs, pad_id: int) -> tuple[torch.Tensor, int]:
     """The baseline: every chosen and every rejected sequence in its own right-padded row."""
     batch = collate_sft(pair_rows(pairs), pad_id)
-    rewards = model(batch["input_ids"], batch["attention_mask"])
+    rewards = model(batch["input_ids"], batch["attention_mask"], response_tokens(batch["labels"]))
     B = len(pairs)
     return bradley_terry_loss(rewards[:B], rewards[B:]), int(batch["input_ids"].numel())
 
@@ -49,13 +49,16 @@ def main(argv=None) -> None:
     p.add_argument("--micro_batch", type=int, default=32, help="pairs per forward/backward")
     p.add_argument("--summaries_per_post", type=int, nargs="+", default=[2, 4])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--token_surprise", action=argparse.BooleanOptionalAction, default=None,
+                   help="give the reward model the surprise term (default: as the checkpoint has it; a policy: none)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the new reward head of a policy checkpoint
-    model, tokenizer, _ = load_reward_model(args.checkpoint)
+    model, tokenizer, _ = load_reward_model(args.checkpoint, token_surprise=args.token_surprise)
     model.train()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"{model.backbone.num_params() / 1e6:.2f}M parameters, micro-batches of {args.micro_batch} pairs")
+          f"{model.backbone.num_params() / 1e6:.2f}M parameters, micro-batches of {args.micro_batch} pairs, "
+          f"{'with' if model.token_surprise else 'without'} the surprise term")
     print("| summaries per post | layout | pairs/s (median micro-batch) | tokens computed per pair (with padding) "
           "| loss |")
     print("|---|---|---|---|---|")

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {SFT_WORLD_REFERENCES_PER_POST}; --train_batch_size counts posts)")
     p.add_argument("--lm_loss_coeff", type=float, default=0.0,
                    help="rm: weight of the language-model loss on the chosen responses (Cheng et al. 2023 use 0.1)")
+    p.add_argument("--token_surprise", action=argparse.BooleanOptionalAction, default=None,
+                   help="rm: add the surprise term to the reward, a learned function of each response token's "
+                        "log-probability and entropy under the model's own LM head (plus/reward_head.py; default: "
+                        "on for a new reward head, as the checkpoint has it when training a reward model further)")
     p.add_argument("--normalize_reward", action="store_true",
                    help="rm: also scale rewards so the reference summaries have std 1 (they always get mean 0)")
     # sizes and schedule (None -> the stage default)
@@ -265,7 +269,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     file_flags = [f for f in ("prompt_key", "chosen_key", "rejected_key", "margin_key", "apply_chat_template", "domain")
                   if getattr(args, f)]
     rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward", "summaries_per_post")
-                             if getattr(args, f)]
+                             if getattr(args, f)] + (["token_surprise"] if args.token_surprise is not None else [])
     if args.stage not in ("rm", "all") and rm_flags:
         parser.error(f"--{rm_flags[0]} only applies to --stage rm")
     if args.dataset == "synthetic" and file_flags:
@@ -393,7 +397,11 @@ def run_rm(args, ctx: Dist) -> dict:
     # trained further whole: Cheng et al.'s general -> customized reward models.
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
     torch.manual_seed(args.seed)  # the new head's initialization
-    model, tokenizer, _ = load_reward_model(out_dir if args.resume else init_from)
+    start = out_dir if args.resume else init_from
+    surprise = args.token_surprise
+    if surprise is None and "reward" not in checkpoint.load_config(checkpoint.resolve(start)):
+        surprise = True  # a new reward head gets the surprise term by default
+    model, tokenizer, _ = load_reward_model(start, token_surprise=surprise)
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
     def load(path: str, split: str, n: int | None, summaries_per_post: int = 2) -> list:
@@ -425,6 +433,7 @@ def run_rm(args, ctx: Dist) -> dict:
               **({"summaries_per_post": per_post} if args.dataset == "synthetic" else {}),
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
               "lm_loss_coeff": args.lm_loss_coeff, "normalize_reward": args.normalize_reward,
+              "token_surprise": model.token_surprise,
               "references": "world reference summaries of the training posts" if args.dataset == "synthetic"
               else "distinct chosen responses of the training pairs"}
     return reward_trainer.train(model=model, tokenizer=tokenizer, pairs=pairs, eval_sets=eval_sets,

@@ -284,6 +284,14 @@ def collate_sft(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def response_tokens(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The response tokens of `collate_sft` rows, as the reward model's surprise term reads
+    them: (at [M, 2] the (row, column) that predicts each, ids [M] the tokens, owner [M]
+    the row), from the labels [B, T] (IGNORE_INDEX everywhere else)."""
+    at = (labels != IGNORE_INDEX).nonzero()                                 # [M, 2], row-major
+    return at, labels[at[:, 0], at[:, 1]], at[:, 0]
+
+
 # ----------------------------------------------------------------------------------------
 # Pretraining: the corpus as one token stream cut into equal blocks
 
@@ -672,9 +680,12 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
       read_at [N, 2]                  (row, column) of each distinct response's last token
       chosen, rejected [B]            per pair, indices into the N responses
       margin [B]
-      lm_at [M, 2], lm_target [M], lm_weight [M]   for a language-model loss on the chosen
-          responses: the position that predicts each of their tokens, the token, and how
-          many pairs chose that response (a response chosen in two pairs counts twice).
+      response_at [M, 2], response_ids [M], response_owner [M]
+                                      every token of every distinct response: the
+          position that predicts it, the token, and which of the N responses it is in
+          (the reward's surprise term and the language-model loss read them)
+      times_chosen [N]                how many pairs chose each response (the LM loss is
+          on chosen responses, one chosen in two pairs counting twice)
     """
     rows: list[tuple[list[int], list[list[int]]]] = []      # (prompt, distinct responses)
     response_index: dict[tuple, int] = {}                   # (prompt, response) -> n
@@ -696,21 +707,19 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
     rejected = [index(p.prompt, p.rejected) for p in pairs]
     input_ids, segment_ids, starts = _pack_rows(rows, pad_id)
     read_at = [(r, starts[(r, k)] + len(rows[r][1][k - 1]) - 1) for r, k in where]
-    times_chosen = torch.bincount(torch.tensor(chosen, dtype=torch.long), minlength=len(where)).tolist()
-    lm_at, lm_target, lm_weight = [], [], []
+    at, ids, owner = [], [], []
     for n, (r, k) in enumerate(where):
-        if not times_chosen[n]:
-            continue
         prompt, response = rows[r][0], rows[r][1][k - 1]
-        lm_at += _predicted_at(r, len(prompt), starts[(r, k)], len(response))
-        lm_target += response
-        lm_weight += [float(times_chosen[n])] * len(response)
+        at += _predicted_at(r, len(prompt), starts[(r, k)], len(response))
+        ids += response
+        owner += [n] * len(response)
     return {
         "input_ids": input_ids, "segment_ids": segment_ids,
         "read_at": torch.tensor(read_at, dtype=torch.long).view(-1, 2),
         "chosen": torch.tensor(chosen, dtype=torch.long), "rejected": torch.tensor(rejected, dtype=torch.long),
         "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
-        "lm_at": torch.tensor(lm_at, dtype=torch.long).view(-1, 2),
-        "lm_target": torch.tensor(lm_target, dtype=torch.long),
-        "lm_weight": torch.tensor(lm_weight, dtype=torch.float32),
+        "response_at": torch.tensor(at, dtype=torch.long).view(-1, 2),
+        "response_ids": torch.tensor(ids, dtype=torch.long),
+        "response_owner": torch.tensor(owner, dtype=torch.long),
+        "times_chosen": torch.bincount(torch.tensor(chosen, dtype=torch.long), minlength=len(where)),
     }

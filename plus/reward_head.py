@@ -25,6 +25,29 @@ details of RLHF with PPO"):
   the same normalized reward from the checkpoint, while `raw_rewards` keeps the untouched
   score for renormalizing.
 
+The surprise term (this project's addition; `--no-token_surprise` leaves the reward of
+Stiennon et al. as it is). A summary that states a wrong value ("for 3 years" where the
+post says 8 months) differs from a right one in a single token, and the EOS hidden state
+has to learn to compare that token with the post. The policy the reward model starts from
+already does that comparison every time it predicts a token: a value that contradicts the
+post is a *surprise* to it, -log p(y_t | x, y_<t) high, at a place where it was sure of
+the next token, its *entropy* H_t low. So the reward adds, summed over the response
+tokens, a small learned function of those two numbers, both read from the model's own
+language-model head:
+
+    r(x, y) = w . h_EOS + b + sum_t g(-log p(y_t | x, y_<t), H_t),
+
+g a two-layer MLP (2 -> 16 -> 1, SiLU) whose last layer starts at zero, so a new reward
+model starts as exactly the reward model of Stiennon et al. and learns how much to trust
+its own surprise. Everything stays differentiable: the Bradley-Terry loss trains the
+backbone through g as well. On the built-in world it lifts agreement with the gold judge
+from 72% to 80% in the same training budget (BENCHMARKS.md), mostly on pairs with a
+swapped value, which the EOS head alone ranks at chance. Scoring therefore needs to know
+which tokens are the response's: `response_tokens` = (at [M, 2], ids [M], owner [M]), the
+(row, column) whose output predicts each response token, the token, and which of the
+rewards it belongs to (`plus.data.response_tokens` builds them from SFT-style labels,
+`plus.data.collate_shared_prompts` for packed rows).
+
 Checkpoints: `RewardModel.save` writes a checkpoint directory (plus/checkpoint.py) whose
 config.json has "stage": "rm", the decoder's "model" config and a "reward" section;
 `load_reward_model` reads one back, or builds a reward model with a new head from a
@@ -41,11 +64,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from kernels import token_logprobs
 from plus import checkpoint
 from plus.gpt import GPT, GPTConfig
 from plus.tokenizer import Tokenizer
 
 NORMALIZATION = "gain * raw + bias"  # written into config.json so the file explains itself
+SURPRISE_HIDDEN = 16  # width of the surprise term's MLP
 
 
 def scalar_head(n_embd: int) -> nn.Linear:
@@ -131,37 +156,66 @@ class RewardHead(nn.Module):
         return self.normalization
 
 
-class RewardModel(nn.Module):
-    """r(x, y): the decoder (`backbone`) and a `RewardHead` read at the last real token."""
+class SurpriseTerm(nn.Module):
+    """g(surprise, entropy) of each response token (see the module docstring): a
+    Linear(2, hidden) -> SiLU -> Linear(hidden, 1) whose last layer starts at zero."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, hidden: int = SURPRISE_HIDDEN):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, logprobs: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+        """[M] log p(y_t) and [M] entropies -> [M] per-token terms, in float32."""
+        features = torch.stack([-logprobs.float(), entropy.float()], dim=-1)   # [M, 2]
+        return self.mlp(features.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
+
+
+class RewardModel(nn.Module):
+    """r(x, y): the decoder (`backbone`) and a `RewardHead` read at the last real token,
+    plus, with `token_surprise`, the `SurpriseTerm` summed over the response tokens."""
+
+    def __init__(self, config: GPTConfig, token_surprise: bool = False):
         super().__init__()
         if config.dropout != 0.0:
             raise ValueError(f"a reward model needs dropout=0 (got {config.dropout}): rewards must be deterministic")
         self.config = config
         self.backbone = GPT(config)
         self.head = RewardHead(config.n_embd)
+        self.surprise = SurpriseTerm() if token_surprise else None
+
+    @property
+    def token_surprise(self) -> bool:
+        return self.surprise is not None
 
     @classmethod
-    def from_gpt(cls, gpt: GPT) -> "RewardModel":
+    def from_gpt(cls, gpt: GPT, token_surprise: bool = False) -> "RewardModel":
         """A reward model whose backbone is a copy of `gpt` (the SFT policy) and whose head
-        is new (Stiennon et al. 2020). Dropout is switched off; it has no weights, so the
-        copy is exact."""
-        model = cls(replace(gpt.config, dropout=0.0))
+        (and surprise term) is new (Stiennon et al. 2020). Dropout is switched off; it has
+        no weights, so the copy is exact."""
+        model = cls(replace(gpt.config, dropout=0.0), token_surprise)
         model.backbone.load_state_dict(gpt.state_dict())
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, return_hidden: bool = False,
-                    segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None):
-        """Unnormalized rewards [B] of right-padded sequences [B, T]; with `return_hidden`,
-        also the backbone's final hidden states [B, T, C], from the same forward pass: the
-        language-model loss of Cheng et al. 2023 reads them through `backbone.logits`, so
-        reward and LM loss cost one pass of the decoder, not two.
+    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                    segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
+                    return_logprobs: bool = False):
+        """Unnormalized rewards [B] of right-padded sequences [B, T].
+
+        `response_tokens` (at [M, 2], ids [M], owner [M]) name the response tokens (see the
+        module docstring); the surprise term needs them. With `return_logprobs`, also
+        log p of each of those tokens [M], from the same forward pass: the language-model
+        loss of Cheng et al. 2023 uses them, so reward and LM loss cost one pass.
 
         Rows packing a prompt and several responses (`segment_ids`, with attention_mask
         None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
         the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
+        if (self.token_surprise or return_logprobs) and response_tokens is None:
+            raise ValueError("this reward needs response_tokens (which tokens are the response's): "
+                             "see plus.data.response_tokens")
         if segment_ids is not None:
             hidden = self.backbone(input_ids, segment_ids=segment_ids)  # [R, T, C]
         else:
@@ -174,22 +228,32 @@ class RewardModel(nn.Module):
             raw = per_token[read_at[:, 0], read_at[:, 1]]                # [N]
         else:
             raw = at_last_token(per_token, attention_mask)               # [B]
-        return (raw, hidden) if return_hidden else raw
+        logprobs = None
+        if response_tokens is not None and (self.token_surprise or return_logprobs):
+            at, ids, owner = response_tokens
+            logits = self.backbone.logits(hidden[at[:, 0], at[:, 1]])     # [M, V]
+            logprobs, entropy = token_logprobs(logits, ids, return_entropy=True)  # [M], [M]
+            if self.token_surprise:
+                raw = raw.index_add(0, owner, self.surprise(logprobs, entropy))
+        return (raw, logprobs) if return_logprobs else raw
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, return_hidden: bool = False,
-                segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None):
-        """Normalized rewards [B] (gain * raw + bias; equal to raw until normalized), and
-        the hidden states [B, T, C] with `return_hidden` (see `raw_rewards`, also for
-        packed rows)."""
-        raw, hidden = self.raw_rewards(input_ids, attention_mask, True, segment_ids, read_at)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
+                return_logprobs: bool = False):
+        """Normalized rewards (gain * raw + bias; equal to raw until normalized); the
+        arguments and the optional log-probs as in `raw_rewards`."""
+        out = self.raw_rewards(input_ids, attention_mask, response_tokens, segment_ids, read_at, return_logprobs)
+        raw, logprobs = out if return_logprobs else (out, None)
         rewards = self.head.normalize(raw)
-        return (rewards, hidden) if return_hidden else rewards
+        return (rewards, logprobs) if return_logprobs else rewards
 
     # ----------------------------------------------------------------------------------
     def checkpoint_config(self, extra_config: dict | None = None) -> dict:
         """config.json of this model: {"stage": "rm", **extra_config, "model", "reward"}.
         `extra_config` may override "stage" (a PLUS reward model), not the model sections."""
         reward = {
+            "token_surprise": self.token_surprise,
             "normalization": NORMALIZATION,
             "gain": float(self.head.gain),
             "bias": float(self.head.bias),
@@ -204,22 +268,36 @@ class RewardModel(nn.Module):
         return checkpoint.save_checkpoint(path, self, config, tokenizer=tokenizer, **resume)
 
 
-def load_reward_model(path, device="cpu") -> tuple[RewardModel, Tokenizer, dict]:
+def load_reward_model(path, device="cpu", token_surprise: bool | None = None) -> tuple[RewardModel, Tokenizer, dict]:
     """(RewardModel, Tokenizer, config) from a checkpoint directory.
 
     A reward checkpoint (config.json has a "reward" section) is restored whole: backbone,
-    head and normalization. A policy checkpoint (pretrain / sft / ppo) gives its decoder
-    as the backbone and a newly initialized head, as `RewardModel.from_gpt` would."""
+    head, surprise term and normalization. A policy checkpoint (pretrain / sft / ppo)
+    gives its decoder as the backbone and a newly initialized head, as
+    `RewardModel.from_gpt` would, with a new surprise term if `token_surprise`.
+
+    `token_surprise` None keeps what the checkpoint has. True on a reward checkpoint
+    without the term adds a new one, which starts at zero and so changes no reward; False
+    on one with a trained term is an error: dropping it would change every reward."""
     path = checkpoint.resolve(path)
     config = checkpoint.load_config(path)
     if "model" not in config:
         raise checkpoint.CheckpointError(f"{path / checkpoint.CONFIG}: missing the \"model\" section")
-    model = RewardModel(replace(GPTConfig.from_dict(config["model"]), dropout=0.0))
+    gpt_config = replace(GPTConfig.from_dict(config["model"]), dropout=0.0)
     state = checkpoint.load_state_dict(path)
     if "reward" in config:
+        has_term = bool(config["reward"].get("token_surprise", False))
+        if token_surprise is False and has_term:
+            raise checkpoint.CheckpointError(
+                f"{path}: this reward model was trained with its surprise term; it cannot be dropped "
+                f"(start from a policy checkpoint for a reward model without one)")
+        model = RewardModel(gpt_config, token_surprise=has_term)
         checkpoint.load_into(model, state)
         model.head.normalization = config["reward"].get("reference")
+        if token_surprise and not has_term:
+            model.surprise = SurpriseTerm()
     else:
+        model = RewardModel(gpt_config, token_surprise=bool(token_surprise))
         checkpoint.load_into(model.backbone, state)
     tokenizer = Tokenizer.load(path / checkpoint.TOKENIZER)
     return model.to(device), tokenizer, config

@@ -14,7 +14,9 @@ while it learns to rank it:
 
 S being the chosen-response tokens (and their EOS) of the whole global batch. Both terms
 come from one decoder pass: the reward head reads the final hidden state of the last
-real token, the LM head reads the hidden states of the chosen rows.
+real token, the LM head reads the hidden states that predict the response tokens (the
+reward's surprise term, plus/reward_head.py, reads the same log-probabilities of every
+response; the LM loss those of the chosen ones).
 
 After training, the rewards are shifted so that the reference summaries score 0 on
 average (Stiennon et al.; Huang et al. 2024), and with `--normalize_reward` scaled so
@@ -52,15 +54,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from kernels import token_logprobs
 from plus import checkpoint
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
 from plus.data import (PreferencePair, SFTExample, collate_shared_prompts, collate_sft, group_by_prompt, response_ids,
-                       truncate_query)
+                       response_tokens, truncate_query)
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
-from plus.sft import _truncate_metrics, lr_at, make_optimizer, model_head
+from plus.sft import _truncate_metrics, lr_at, make_optimizer
 
 CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
@@ -68,21 +69,25 @@ CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 # ----------------------------------------------------------------------------------------
 # The loss of one micro-batch
 
+def batch_response_tokens(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A `collate_shared_prompts` batch's (response_at, response_ids, response_owner), on `device`."""
+    return tuple(batch[k].to(device) for k in ("response_at", "response_ids", "response_owner"))
+
+
 def pair_forward(model, batch: dict, device, with_lm: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(chosen rewards [B], rejected rewards [B], sum over the chosen response tokens of
     -log p, or None without `with_lm`) for a `collate_shared_prompts` batch of B pairs,
     from one forward pass over rows that hold each prompt once. `model` is a
     RewardModel, possibly inside DDP or FSDP."""
-    rewards, hidden = model(batch["input_ids"].to(device), None, return_hidden=True,
-                            segment_ids=batch["segment_ids"].to(device),
-                            read_at=batch["read_at"].to(device))                 # [N responses], [R, T, C]
+    out = model(batch["input_ids"].to(device), None, batch_response_tokens(batch, device),
+                              segment_ids=batch["segment_ids"].to(device), read_at=batch["read_at"].to(device),
+                              return_logprobs=with_lm)
+    rewards, logprobs = out if with_lm else (out, None)                          # [N responses], [M tokens]
     chosen, rejected = rewards[batch["chosen"].to(device)], rewards[batch["rejected"].to(device)]  # [B], [B]
     nll_sum = None
-    if with_lm:
-        at = batch["lm_at"].to(device)                                           # [M, 2]
-        logits = model_head(model).backbone.logits(hidden[at[:, 0], at[:, 1]])   # [M, V]
-        logprobs = token_logprobs(logits, batch["lm_target"].to(device))        # [M]
-        nll_sum = -(logprobs * batch["lm_weight"].to(device)).sum()
+    if with_lm:  # each token of a chosen response, as many times as its response was chosen
+        weight = batch["times_chosen"].to(device)[batch["response_owner"].to(device)]  # [M]
+        nll_sum = -(logprobs * weight).sum()
     return chosen, rejected, nll_sum
 
 
@@ -108,7 +113,8 @@ def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_siz
         rows = mine[start:start + batch_size]
         batch = collate_sft([examples[i] for i in rows], pad_id)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        rewards = model.raw_rewards(ids, mask) if raw else model(ids, mask)  # [b]
+        tokens = response_tokens(batch["labels"].to(device))
+        rewards = model.raw_rewards(ids, mask, tokens) if raw else model(ids, mask, tokens)  # [b]
         out[rows] = rewards.double().cpu()
     model.train(was_training)
     return all_reduce_sum(ctx, out)
@@ -266,11 +272,12 @@ def train(
         model.head.gain.fill_(1.0)
         model.head.bias.fill_(0.0)
     model.head.normalization = None
-    # An untied LM head (Llama-style) takes no part in the reward, so without the LM loss
-    # it would get no gradient, and DDP waits for every parameter's gradient. Freezing it
-    # leaves it out of DDP and of the optimizer; nothing else changes, because AdamW skips
-    # a parameter without a gradient anyway. (A tied head is the token embedding: used.)
-    if not with_lm and not model.config.tie_embeddings:
+    # An untied LM head (Llama-style) takes no part in a reward without the surprise term,
+    # so without the LM loss it would get no gradient, and DDP waits for every parameter's
+    # gradient. Freezing it leaves it out of DDP and of the optimizer; nothing else
+    # changes, because AdamW skips a parameter without a gradient anyway. (A tied head is
+    # the token embedding: used.)
+    if not with_lm and not model.token_surprise and not model.config.tie_embeddings:
         model.backbone.lm_head.weight.requires_grad_(False)
     model.to(device).train()
     n_params = model.backbone.num_params()
@@ -323,7 +330,7 @@ def train(
         n_pairs = args.train_batch_size  # the global batch, over all ranks
         n_lm_tokens = 1
         if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
-            mine_lm = sum(float(b["lm_weight"].sum()) for b in micro_batches)  # chosen tokens x times chosen
+            mine_lm = sum(float(b["times_chosen"][b["response_owner"]].sum()) for b in micro_batches)  # tokens x chosen
             n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(mine_lm)))
         # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
         sums = torch.zeros(6, dtype=torch.float64)

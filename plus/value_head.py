@@ -19,7 +19,10 @@ normalization* into the value head: the value head computes w'.h + b' with
 w' = gain * w and b' = gain * b + bias, which is `gain * (w.h + b) + bias`, the
 normalized reward that PPO actually receives. So at initialization the critic's value at
 the EOS equals the reward model's reward (exactly so before normalization, when gain = 1
-and bias = 0).
+and bias = 0). A reward model with the surprise term (plus/reward_head.py) adds a sum over
+the response tokens that no per-position head can hold: the critic takes the backbone and
+the EOS head, so its value at the EOS starts off the reward by that sum, which the first
+value updates learn.
 """
 
 from __future__ import annotations

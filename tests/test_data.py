@@ -26,6 +26,10 @@ def test_collate_sft_masks_prompt_and_padding_by_hand():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
     # Position t predicts token t+1: only positions whose next token is in the response count.
     assert batch["labels"].tolist() == [[I, I, 20, 21, 1, I], [22, 1, I, I, I, I]]
+    # The same positions as the reward model's response tokens: (row, column), token, row.
+    at, ids, owner = data.response_tokens(batch["labels"])
+    assert at.tolist() == [[0, 2], [0, 3], [0, 4], [1, 0], [1, 1]]
+    assert ids.tolist() == [20, 21, 1, 22, 1] and owner.tolist() == [0, 0, 0, 1, 1]
 
 
 def test_collate_sft_packed_layout_by_hand():

@@ -242,10 +242,13 @@ def test_shared_prompt_batch_layout_by_hand():
     assert batch["read_at"].tolist() == [[0, 3], [1, 2], [0, 6], [0, 8], [1, 4]]
     assert batch["chosen"].tolist() == [0, 1, 0, 2] and batch["rejected"].tolist() == [3, 4, 2, 3]
     assert batch["margin"].tolist() == [0.0, 0.0, 0.0, 0.5]
-    # LM targets: a (weight 2), d, c; the first token of each is predicted at its prompt's end
-    assert batch["lm_at"].tolist() == [[0, 1], [0, 2], [1, 0], [1, 1], [0, 1], [0, 4], [0, 5]]
-    assert batch["lm_target"].tolist() == [7, 2, 4, 2, 9, 9, 2]
-    assert batch["lm_weight"].tolist() == [2, 2, 1, 1, 1, 1, 1]
+    # Every response token, responses in that order (a, d, c, b, e); the first token of
+    # each is predicted at its prompt's last column, the others at the token before.
+    assert batch["response_at"].tolist() == [[0, 1], [0, 2], [1, 0], [1, 1], [0, 1], [0, 4], [0, 5],
+                                             [0, 1], [0, 7], [1, 0], [1, 3]]
+    assert batch["response_ids"].tolist() == [7, 2, 4, 2, 9, 9, 2, 8, 2, 5, 2]
+    assert batch["response_owner"].tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+    assert batch["times_chosen"].tolist() == [2, 1, 1, 0, 0]  # a twice, d and c once
     assert group_by_prompt(pairs) == [[0, 2, 3], [1]]
 
 

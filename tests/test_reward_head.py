@@ -202,3 +202,64 @@ def test_critic_from_reward_model(family):
         rewards = rm(ids, mask)
     assert torch.allclose(values[rows, last], rewards, rtol=0, atol=1e-5)
     assert not torch.allclose(rewards, raw, atol=1e-3)  # the check above is not vacuous
+
+
+# ---- the surprise term ---------------------------------------------------------------------
+
+def response_tokens_of(seqs: list[list[int]], prompt_len: int):
+    """(at, ids, owner) of the tokens after the first `prompt_len` of each right-padded row."""
+    at = [(i, t - 1) for i, s in enumerate(seqs) for t in range(prompt_len, len(s))]
+    return (torch.tensor(at), torch.tensor([s[t] for s in seqs for t in range(prompt_len, len(s))]),
+            torch.tensor([i for i, _ in at]))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_surprise_term_starts_at_zero_then_adds_its_sum(family):
+    torch.manual_seed(0)
+    rm = RewardModel(tiny_config(family), token_surprise=True).eval()
+    plain = RewardModel(tiny_config(family)).eval()
+    plain.load_state_dict(rm.state_dict(), strict=False)  # the same backbone and head
+    ids, mask = right_padded(SEQS, pad_id=1, junk=True)
+    tokens = response_tokens_of(SEQS, prompt_len=1)
+    with torch.no_grad():
+        # A new term is exactly zero: the reward model of Stiennon et al.
+        assert torch.equal(rm.raw_rewards(ids, mask, tokens), plain.raw_rewards(ids, mask))
+        # With weights: the plain reward plus, per response token t at column c, the MLP of
+        # (-log p, entropy) of the softmax at column c - 1, by hand.
+        torch.nn.init.normal_(rm.surprise.mlp[2].weight)
+        got = rm.raw_rewards(ids, mask, tokens)
+        logp = torch.log_softmax(rm.backbone.logits(rm.backbone(ids, attention_mask=mask)).double(), -1)
+        w1, b1 = rm.surprise.mlp[0].weight.double(), rm.surprise.mlp[0].bias.double()
+        w2 = rm.surprise.mlp[2].weight[0].double()
+        for i, s in enumerate(SEQS):
+            expected = float(plain.raw_rewards(ids, mask)[i])
+            for t in range(1, len(s)):
+                entropy = -(logp[i, t - 1].exp() * logp[i, t - 1]).sum()
+                x = w1 @ torch.stack([-logp[i, t - 1, s[t]], entropy]) + b1
+                expected += float(w2 @ torch.nn.functional.silu(x))
+            assert float(got[i]) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    with pytest.raises(ValueError, match="needs response_tokens"):
+        rm.raw_rewards(ids, mask)
+
+
+def test_surprise_term_saved_loaded_added_not_dropped(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    rm = RewardModel(tiny_config("gpt2"), token_surprise=True).eval()
+    torch.nn.init.normal_(rm.surprise.mlp[2].weight)
+    ids, mask = right_padded(SEQS, pad_id=tokenizer.pad_id)
+    tokens = response_tokens_of(SEQS, prompt_len=1)
+    rm.save(tmp_path / "rm", tokenizer)
+    loaded, _, config = load_reward_model(tmp_path / "rm")
+    assert config["reward"]["token_surprise"] is True and loaded.token_surprise
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, mask, tokens), rm(ids, mask, tokens))
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be dropped"):
+        load_reward_model(tmp_path / "rm", token_surprise=False)
+
+    # A reward model without the term gets a new one that changes no reward.
+    trained_looking_rm().save(tmp_path / "plain", tokenizer)
+    plain, _, _ = load_reward_model(tmp_path / "plain")
+    grown, _, _ = load_reward_model(tmp_path / "plain", token_surprise=True)
+    assert not plain.token_surprise and grown.token_surprise
+    with torch.no_grad():
+        assert torch.equal(grown(ids, mask, tokens), plain(ids, mask))

@@ -21,16 +21,18 @@ from plus.tokenizer import Tokenizer
 # ---- the loss of one micro-batch ----------------------------------------------------------
 
 class FixedRewardModel(torch.nn.Module):
-    """Stand-in reward model: fixed rewards, and 'hidden states' that are the logits
-    themselves (its backbone's LM head is the identity), so the LM term can be done by hand."""
+    """Stand-in reward model: fixed rewards, and fixed logits [R, T, V] whose log-softmax
+    at the response positions gives the log-probs, so the LM term can be done by hand."""
 
     def __init__(self, rewards, logits):
         super().__init__()
         self.rewards, self.fixed = rewards, logits
-        self.backbone = SimpleNamespace(logits=lambda hidden: hidden)
 
-    def forward(self, input_ids, attention_mask, return_hidden=False, segment_ids=None, read_at=None):
-        return self.rewards, self.fixed
+    def forward(self, input_ids, attention_mask, response_tokens=None, segment_ids=None, read_at=None,
+                return_logprobs=False):
+        at, ids, _ = response_tokens
+        logprobs = F.log_softmax(self.fixed[at[:, 0], at[:, 1]], dim=-1).gather(-1, ids[:, None])[:, 0]
+        return (self.rewards, logprobs) if return_logprobs else self.rewards
 
 
 def test_lm_loss_term_by_hand():
@@ -75,12 +77,28 @@ def tiny_config(tokenizer, family="gpt2"):
     return make(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=16)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer, family):
+def surprise_by_hand(rm: RewardModel, logits_row: torch.Tensor, ids: list[int], start: int) -> float:
+    """sum over the tokens ids[start:] of g(-log p, entropy), with a plain log-softmax and
+    the MLP written out: w2 . silu(W1 [s, H] + b1) + b2."""
+    (w1, b1), (w2, b2) = ((layer.weight.double(), layer.bias.double()) for layer in (rm.surprise.mlp[0], rm.surprise.mlp[2]))
+    total = 0.0
+    for t in range(start, len(ids)):
+        logp = F.log_softmax(logits_row[t - 1].double(), dim=-1)
+        entropy = -(logp.exp() * logp).sum()
+        x = w1 @ torch.stack([-logp[ids[t]], entropy]) + b1
+        total += float(w2 @ (x * torch.sigmoid(x)) + b2)
+    return total
+
+
+@pytest.mark.parametrize("family,surprise", [("gpt2", False), ("llama", False), ("gpt2", True), ("llama", True)])
+def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer, family, surprise):
     # Pairs 0 and 2 share a prompt and their chosen response (it counts twice in the LM
     # term); pair 3 shares the prompt too. Each sequence is also scored alone, unpadded.
     torch.manual_seed(0)
-    rm = RewardModel(tiny_config(tokenizer, family)).eval()
+    rm = RewardModel(tiny_config(tokenizer, family), token_surprise=surprise).eval()
+    if surprise:  # the term starts at zero; give it weights that show
+        torch.nn.init.normal_(rm.surprise.mlp[2].weight)
+        torch.nn.init.constant_(rm.surprise.mlp[2].bias, 0.1)
     eos = tokenizer.eos_id
     pairs = [PreferencePair([11, 12, 13], [14, 15, eos], [16, eos]),
              PreferencePair([17], [18, 19, 20, 21, eos], [22, 23, 24, 25, 26, 27, eos]),
@@ -89,12 +107,19 @@ def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer,
     with torch.no_grad():
         batch = collate_shared_prompts(pairs, tokenizer.pad_id)
         chosen, rejected, nll_sum = reward_trainer.pair_forward(rm, batch, "cpu", True)
+        # scoring padded rows (what eval and PPO do) gives the same rewards
+        scored = reward_trainer.score(rm, reward_trainer.pair_rows(pairs), tokenizer.pad_id, 3, "cpu", raw=True)
+        assert torch.allclose(scored.float(), torch.cat([chosen, rejected]), rtol=0, atol=1e-5)
         expected_nll = 0.0
         for i, p in enumerate(pairs):  # each sequence alone, unpadded, with a plain log-softmax
             for response, got in ((p.chosen, chosen[i]), (p.rejected, rejected[i])):
                 ids = torch.tensor([p.prompt + response])
                 hidden = rm.backbone(ids)
-                assert float(got) == pytest.approx(float(rm.head.raw(hidden)[0, -1]), abs=1e-5)
+                expected = float(rm.head.raw(hidden)[0, -1])
+                if surprise:
+                    expected += surprise_by_hand(rm, rm.backbone.logits(hidden)[0], ids[0].tolist(), len(p.prompt))
+                # float32 model against a float64 sum of terms of a few units each
+                assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
             ids = torch.tensor([p.prompt + p.chosen])
             logp = F.log_softmax(rm.backbone.logits(rm.backbone(ids))[0], dim=-1)
             for t in range(len(p.prompt), len(p.prompt) + len(p.chosen)):
@@ -160,10 +185,15 @@ def world_references(tokenizer, split, n):
 
 
 def one_by_one(rm, examples):
+    """Each (prompt, response) scored in a batch of its own, no padding."""
+    def alone(e):
+        ids = torch.tensor([e.prompt + e.response])
+        tokens = (torch.tensor([[0, len(e.prompt) - 1 + j] for j in range(len(e.response))]),
+                  torch.tensor(e.response), torch.zeros(len(e.response), dtype=torch.long))
+        return float(rm(ids, torch.ones_like(ids), tokens)[0])
+
     with torch.no_grad():
-        return torch.tensor([float(rm(torch.tensor([e.prompt + e.response]), torch.ones(1, len(e.prompt + e.response),
-                                                                                           dtype=torch.long))[0])
-                             for e in examples], dtype=torch.float64)
+        return torch.tensor([alone(e) for e in examples], dtype=torch.float64)
 
 
 def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, sft_dirs, tmp_path):
