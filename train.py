@@ -39,8 +39,11 @@ STAGE_DEFAULTS = {
     "sft": dict(learning_rate=3e-3, max_steps=950, train_batch_size=32, micro_train_batch_size=16,
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
+    # The LM loss on chosen responses at Cheng et al.'s 0.1 keeps the LM head, which the
+    # reward's surprise term reads, a language model (world RM: 83.5% gold agreement with
+    # it, 80.0% without; BENCHMARKS.md).
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
-               eval_steps=200),
+               eval_steps=200, lm_loss_coeff=0.1),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
     # 1M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
     # the time; the gold score still rose from update 16 to 20, BENCHMARKS.md).
@@ -113,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references_per_post", type=int, default=None,
                    help="sft on the built-in world: train on this many TL;DRs of each post, by different writers "
                         f"(default {SFT_WORLD_REFERENCES_PER_POST}; --train_batch_size counts posts)")
-    p.add_argument("--lm_loss_coeff", type=float, default=0.0,
-                   help="rm: weight of the language-model loss on the chosen responses (Cheng et al. 2023 use 0.1)")
+    p.add_argument("--lm_loss_coeff", type=float, default=None,
+                   help="rm: weight of the language-model loss on the chosen responses (default 0.1, as Cheng et al. "
+                        "2023; 0 turns it off)")
     p.add_argument("--token_surprise", action=argparse.BooleanOptionalAction, default=None,
                    help="rm: add the surprise term to the reward, a learned function of each response token's "
                         "log-probability and entropy under the model's own LM head (plus/reward_head.py; default: "
@@ -288,7 +292,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--summaries_per_post must be >= 2 (a comparison needs two summaries)")
     if args.max_samples is not None and args.max_samples < 1:
         parser.error("--max_samples must be >= 1")
-    if args.lm_loss_coeff < 0:
+    if args.lm_loss_coeff is not None and args.lm_loss_coeff < 0:
         parser.error("--lm_loss_coeff must be >= 0")
     check_ppo_args(args, parser)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
