@@ -73,7 +73,7 @@ def sft_world_defaults(references_per_post: int) -> dict:
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
 # and how many summaries of each post they compare (all pairs among them, each labeled
 # separately). The reward trainer computes a post once for all of its comparisons.
-RM_WORLD_PAIRS = 38400
+RM_WORLD_PAIRS = 48000
 RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
 # The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
 # what let the model copy from the post within a few CPU minutes: with the same steps, the

@@ -200,6 +200,8 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     run(rm_args(sft_dirs / "gpt2", tmp_path / "a", "--normalize_reward"))
     rm, _, config = load_reward_model(tmp_path / "a" / "rm")
     assert config["reward"]["reference"]["n_references"] == 24 and config["normalize_reward"]
+    # the defaults: a new head gets the surprise term, training the LM loss at 0.1
+    assert config["reward"]["token_surprise"] and rm.token_surprise and config["lm_loss_coeff"] == 0.1
     rewards = one_by_one(rm, world_references(tokenizer, "train", 24))  # the 24 training posts' references
     assert abs(float(rewards.mean())) < 1e-5
     assert float(rewards.std(correction=0)) == pytest.approx(1.0, abs=1e-5)
@@ -208,6 +210,7 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     # normalization is its own (gain and bias are reset before training, set after).
     run(rm_args(tmp_path / "a" / "rm", tmp_path / "b", "--max_samples", "16"))
     rm_b, _, config_b = load_reward_model(tmp_path / "b" / "rm")
+    assert rm_b.token_surprise  # kept from the reward model it started from
     assert config_b["reward"]["reference"]["n_references"] == 16 and not config_b["normalize_reward"]
     assert abs(float(one_by_one(rm_b, world_references(tokenizer, "train", 16)).mean())) < 1e-5
 
@@ -274,9 +277,10 @@ def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
     export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
     data_args = ["--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"), "--on_bad_record", "skip",
                  "--max_steps", "3"]
-    # llama-style (an untied LM head, which gets no gradient without the LM loss: DDP must
-    # not wait for it), and gpt2-style with the LM loss (normalized by the global token count).
-    configs = {"llama": [], "gpt2": ["--lm_loss_coeff", "0.5"]}
+    # llama-style with the plain reward (an untied LM head, which gets no gradient without
+    # the LM loss and the surprise term: DDP must not wait for it), and gpt2-style with the
+    # defaults: the surprise term and the LM loss (normalized by the global token count).
+    configs = {"llama": ["--no-token_surprise", "--lm_loss_coeff", "0"], "gpt2": []}
     for family, extra in configs.items():
         run(rm_args(sft_dirs / family, tmp_path / f"{family}_1", *data_args, *extra))
     runs = [rm_args(sft_dirs / family, tmp_path / f"{family}_2", *data_args, *extra) for family, extra in configs.items()]
@@ -361,6 +365,7 @@ def test_unknown_domain_and_key_name_list_the_valid_ones(sft_dirs, tmp_path, cap
     (["--stage", "rm", "--summaries_per_post", "3", "--dataset", "x.jsonl"], "--summaries_per_post applies to the built-in"),
     (["--stage", "rm", "--summaries_per_post", "1"], "--summaries_per_post must be >= 2"),
     (["--stage", "sft", "--summaries_per_post", "3"], "--summaries_per_post only applies to --stage rm"),
+    (["--stage", "ppo", "--no-token_surprise"], "--token_surprise only applies to --stage rm"),
 ])
 def test_contradictory_flags_are_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
