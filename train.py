@@ -56,7 +56,7 @@ STAGE_DEFAULTS = {
 # is 8 posts, i.e. 32 summaries as on a file. Each step costs about half a step of 32
 # posts, so the same 5 minutes buy 1700 steps and 54k summaries instead of 950 steps and
 # 30k: the SFT win rate rose from 32% to 35-42% (BENCHMARKS.md).
-SFT_WORLD_REFERENCES_PER_POST = 4
+SFT_WORLD_REFERENCES_PER_POST = 4  # = plus.synthetic.TRAIN_REFERENCES_PER_POST, what --export writes
 SFT_WORLD_SUMMARIES_PER_STEP = 32
 SFT_WORLD_STEPS = 1700
 

@@ -1865,6 +1865,9 @@ N_WORKERS = 8
 # reward trainer then computes each post once for its comparisons); held-out ones stay
 # one comparison per post, so that their pairs are independent.
 TRAIN_SUMMARIES_PER_POST = 4
+# SFT on the world trains on this many TL;DRs of each training post, by different writers
+# (the post's own reference first, then `other_references`); --export writes as many.
+TRAIN_REFERENCES_PER_POST = 4
 
 
 def _candidate(post: Post, kind: str, rng: random.Random) -> tuple[str, str, str]:
@@ -2058,18 +2061,24 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def export(out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_valid: int = 200, n_test: int = 200,
-           n_comparisons: int = 2000, summaries_per_post: int = TRAIN_SUMMARIES_PER_POST) -> dict[str, int]:
+           n_comparisons: int = 2000, summaries_per_post: int = TRAIN_SUMMARIES_PER_POST,
+           references_per_post: int = TRAIN_REFERENCES_PER_POST) -> dict[str, int]:
     """Write the world in the OpenAI formats: train/valid/test.jsonl (filtered TL;DR:
-    id, subreddit, title, post, summary) and comparisons_train.jsonl (n_comparisons, all
+    id, subreddit, title, post, summary; train.jsonl has `references_per_post` records of
+    each post, one per writer, the post's own reference first, as SFT on the world trains;
+    valid and test one, the post's own) and comparisons_train.jsonl (n_comparisons, all
     pairs among `summaries_per_post` summaries of each post) / comparisons_valid.jsonl
     (n_comparisons // 4, one per post). Returns {file name: records}."""
+    if references_per_post < 1:
+        raise SyntheticWorldError(f"references_per_post must be >= 1, got {references_per_post}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = World(seed)
     written = {}
     for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
-        records = [{"id": p.id, "subreddit": p.subreddit, "title": p.title, "post": p.post, "summary": p.summary}
-                   for p in world.posts(split, n)]
+        k = references_per_post if split == "train" else 1
+        records = [{"id": p.id, "subreddit": p.subreddit, "title": p.title, "post": p.post, "summary": summary}
+                   for p in world.posts(split, n) for summary in [p.summary] + other_references(p, k - 1)]
         _write_jsonl(out / f"{split}.jsonl", records)
         written[f"{split}.jsonl"] = len(records)
     for split, n, per_post in (("train", n_comparisons, summaries_per_post), ("valid", n_comparisons // 4, 2)):
@@ -2089,6 +2098,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n_comparisons", type=int, default=2000)
     parser.add_argument("--summaries_per_post", type=int, default=TRAIN_SUMMARIES_PER_POST,
                         help="training comparisons: all pairs among this many summaries of each post")
+    parser.add_argument("--references_per_post", type=int, default=TRAIN_REFERENCES_PER_POST,
+                        help="train.jsonl: this many TL;DRs of each post, by different writers")
     parser.add_argument("--show", type=int, metavar="N", help="print N example posts with their references")
     parser.add_argument("--calibrate", action="store_true", help="recompute LABELER_TAU")
     args = parser.parse_args(argv)
@@ -2099,6 +2110,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name} must be >= 0")
     if args.summaries_per_post < 2:
         parser.error("--summaries_per_post must be >= 2")
+    if args.references_per_post < 1:
+        parser.error("--references_per_post must be >= 1")
     if args.show:
         for post in World(args.seed).posts("train", args.show):
             print(post.query(), post.summary)
@@ -2107,7 +2120,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"LABELER_TAU = {calibrate_labeler_tau(seed=args.seed):.4f}")
     if args.export:
         written = export(args.export, args.seed, args.n_train, args.n_valid, args.n_test, args.n_comparisons,
-                         args.summaries_per_post)
+                         args.summaries_per_post, args.references_per_post)
         for name, count in written.items():
             print(f"wrote {Path(args.export) / name} ({count} records)")
 

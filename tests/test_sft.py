@@ -185,3 +185,27 @@ def test_a_batch_counts_prompts_with_all_their_responses(files, pretrained, tmp_
     metrics = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["target_tokens"] == expected
     assert json.loads((tmp_path / "sft" / "config.json").read_text())["references_per_post"] == 1
+
+
+def test_exported_tldr_file_trains_like_the_builtin_world(tmp_path):
+    """`python -m plus.synthetic --export` writes each training post with its 4 writers'
+    TL;DRs, so SFT on train.jsonl sees the examples, batches and losses of SFT on the
+    built-in world (a model with random weights: only the data path is under test)."""
+    from plus.gpt import GPT, GPTConfig
+    from plus.synthetic import World, export
+
+    tok = Tokenizer.train(World(0).corpus(300), vocab_size=400)
+    gpt = GPT(GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=160, n_layer=1, n_head=2, n_embd=16))
+    checkpoint.save_checkpoint(tmp_path / "pretrain", gpt, {"stage": "pretrain", "model": gpt.config.to_dict()}, tok)
+    export(tmp_path / "world", n_train=4, n_valid=2, n_test=0, n_comparisons=0)
+    common = ("--stage", "sft", "--init_from", str(tmp_path / "pretrain"), "--max_steps", "2",
+              "--train_batch_size", "2", "--micro_train_batch_size", "1", "--n_eval", "2", "--eval_steps", "0",
+              "--prompt_max_len", "100", "--generate_max_len", "48")
+    run(*common, "--out_dir", str(tmp_path / "builtin"))
+    run(*common, "--out_dir", str(tmp_path / "file"), "--dataset", str(tmp_path / "world" / "train.jsonl"))
+
+    def metrics(out):
+        return [json.loads(line) for line in (tmp_path / out / "sft" / "metrics.jsonl").read_text().splitlines()]
+    builtin, from_file = metrics("builtin"), metrics("file")
+    assert [m["loss"] for m in from_file] == [m["loss"] for m in builtin] and len(builtin) == 2
+    assert [m["target_tokens"] for m in from_file] == [m["target_tokens"] for m in builtin]

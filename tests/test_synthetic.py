@@ -355,7 +355,7 @@ def test_corpus_is_lazy_deterministic_and_mixed():
 def test_bad_input_is_a_clear_error():
     for call in (lambda: S.make_post(0, "dev"), lambda: S.post_from_id("t3_abc"),
                  lambda: S.perturb(HAND_POST, "shout", random.Random(0)), lambda: S.World().posts("train", None),
-                 lambda: S.Labeler(tau=0)):
+                 lambda: S.Labeler(tau=0), lambda: S.export("unused", references_per_post=0)):
         with pytest.raises(S.SyntheticWorldError):
             call()
 
@@ -365,7 +365,8 @@ def test_export_writes_the_openai_formats(tmp_path, capsys):
     S.main(["--export", str(tmp_path), "--seed", "5", "--n_train", "4", "--n_valid", "3", "--n_test", "2",
             "--n_comparisons", "8"])
     assert "comparisons_valid.jsonl (2 records)" in capsys.readouterr().out
-    counts = {"train.jsonl": 4, "valid.jsonl": 3, "test.jsonl": 2, "comparisons_train.jsonl": 8,
+    # train.jsonl: 4 posts x 4 writers' TL;DRs (S.TRAIN_REFERENCES_PER_POST), as SFT on the world trains
+    counts = {"train.jsonl": 16, "valid.jsonl": 3, "test.jsonl": 2, "comparisons_train.jsonl": 8,
               "comparisons_valid.jsonl": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(counts)
     for name, count in counts.items():
@@ -381,6 +382,15 @@ def test_export_writes_the_openai_formats(tmp_path, capsys):
             else:
                 assert set(r) == {"id", "subreddit", "title", "post", "summary"}
                 post = S.post_from_id(r["id"])
-                assert (post.subreddit, post.title, post.post, post.summary) == \
-                       (r["subreddit"], r["title"], r["post"], r["summary"])
-    assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["id"] == "s5-train-000000"
+                assert (post.subreddit, post.title, post.post) == (r["subreddit"], r["title"], r["post"])
+                if name != "train.jsonl":
+                    assert r["summary"] == post.summary
+    train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert train[0]["id"] == "s5-train-000000"
+    for i in range(4):  # each post's own reference, then three by other writers, together
+        post = S.post_from_id(train[4 * i]["id"])
+        assert [r["id"] for r in train[4 * i: 4 * i + 4]] == [post.id] * 4
+        assert [r["summary"] for r in train[4 * i: 4 * i + 4]] == [post.summary] + S.other_references(post, 3)
+    S.main(["--export", str(tmp_path / "one"), "--n_train", "2", "--n_valid", "0", "--n_test", "0",
+            "--n_comparisons", "0", "--references_per_post", "1"])
+    assert len((tmp_path / "one" / "train.jsonl").read_text().splitlines()) == 2
