@@ -248,12 +248,16 @@ def evaluate_reward_model(args, rm_dir: Path) -> dict:
     return {"dataset": headline, **results[headline],
             # The training references' mean after normalization, from the statistics kept at training time.
             "train_reference_mean": reward["gain"] * stats["reference_mean_raw"] + reward["bias"] if stats else None,
-            "gain": reward["gain"], "bias": reward["bias"], "datasets": results}
+            "gain": reward["gain"], "bias": reward["bias"], "token_surprise": bool(reward.get("token_surprise")),
+            "datasets": results}
 
 
 def reward_markdown(rm: dict) -> list[str]:
-    lines = ["## Reward model", "", "| eval set | pairs | gold_agreement | label_accuracy | loss | margin | "
-             "reference_mean | ece |", "|---" * 8 + "|"]
+    form = ("the head at the EOS plus the surprise term over the response tokens" if rm.get("token_surprise")
+            else "the head at the EOS")
+    lines = ["## Reward model", "", f"The reward: {form} (`plus/reward_head.py`).", "",
+             "| eval set | pairs | gold_agreement | label_accuracy | loss | margin | reference_mean | ece |",
+             "|---" * 8 + "|"]
     for name, row in rm["datasets"].items():
         cells = [row["n_pairs"]] + [f"{row[k]:.3f}" if k in row else "" for k in
                                     ("gold_agreement", "label_accuracy", "loss", "margin", "reference_mean", "ece")]

@@ -229,7 +229,9 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     assert report["n_pairs"] == len(pairs)
     assert report["gold_agreement"] == pytest.approx(float(sum(gold)) / len(pairs))
     assert report["label_accuracy"] == pytest.approx(float((chosen > rejected).double().mean()))
-    assert "## Reward model" in (tmp_path / "a" / "eval" / "report.md").read_text()
+    assert report["token_surprise"] is True
+    assert "## Reward model\n\nThe reward: the head at the EOS plus the surprise term" in \
+        (tmp_path / "a" / "eval" / "report.md").read_text()
 
 
 def test_interrupted_then_resumed_run_matches_uninterrupted(sft_dirs, tmp_path, monkeypatch):
