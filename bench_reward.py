@@ -10,7 +10,9 @@ in one shared-prompt row it is computed once. With all pairs among k summaries o
 post (the world's training comparisons: k = 4 gives 6 pairs), the post is computed once
 for k(k-1)/2 pairs. Both layouts run the same pairs in the same micro-batches, forward
 and backward of the Bradley-Terry loss; the losses they compute are printed as a check
-(they agree to float round-off).
+(they agree to float round-off). A policy checkpoint gets a new reward head without the
+surprise term unless `--token_surprise` asks for one (train.py's rm stage adds it by
+default): the term's cost is the difference between the two.
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ chosen / rejected rewards, margin, a calibration table; and reference_mean, the 
 normalized reward of held-out reference summaries (the world's references of those
 posts, or a file's chosen responses): training set it to 0 on the training references
 (train_reference_mean), so a value near 0 here means the normalization carries over.
+On the world it also scores minimal pairs (--n_swap_posts valid posts): each reference
+against copies of it with one stated fact given a wrong value
+(`plus.synthetic.swapped_references`), and reports per fact how often the reward model
+prefers the reference (swap_agreement). Only the post tells the two apart, so this is
+the plainest test of whether a reward model checks a summary against its post.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rm: held-out preference files, each reported separately (default: the world's valid split)")
     p.add_argument("--n_pairs", type=int, default=1024,
                    help="rm: held-out comparisons per --eval_dataset (the world's: one per post, its valid split)")
+    p.add_argument("--n_swap_posts", type=int, default=200,
+                   help="rm on the world: valid posts whose reference is scored against its one-fact swaps")
     p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
     add_preference_args(p)
     p.add_argument("--seed", type=int, default=0)
@@ -243,13 +250,47 @@ def evaluate_reward_model(args, rm_dir: Path) -> dict:
                    n_references=len(references), skipped_records=bad.total)
         results[name] = row
         print(f"[eval] rm on {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
+    swaps = swap_agreement(model, tokenizer, args) if "synthetic" in (args.eval_dataset or ["synthetic"]) else None
     reward, stats = config["reward"], config["reward"].get("reference") or {}
     headline = next(iter(results))
     return {"dataset": headline, **results[headline],
             # The training references' mean after normalization, from the statistics kept at training time.
             "train_reference_mean": reward["gain"] * stats["reference_mean_raw"] + reward["bias"] if stats else None,
             "gain": reward["gain"], "bias": reward["bias"], "token_surprise": bool(reward.get("token_surprise")),
-            "datasets": results}
+            "datasets": results, "swap_agreement": swaps}
+
+
+def swap_agreement(model, tokenizer, args) -> dict[str, dict]:
+    """{fact: {"n", "agreement"}, ..., "all": ...}: over the first --n_swap_posts valid
+    posts of the world, how often the reward model scores the reference above each of its
+    one-fact swaps (a tie counts half). The gold judge prefers the reference in every pair."""
+    import random
+
+    from plus import reward_trainer
+    from plus.synthetic import World, gold_preference, swapped_references
+
+    rng = random.Random(f"eval/swaps/{args.seed}")
+    rows, examples = [], []
+    for post in World(args.seed).posts("valid", args.n_swap_posts):
+        prompt = data.truncate_query(tokenizer, post.subreddit, post.title, post.post, args.prompt_max_len)
+        reference = data.response_ids(tokenizer, post.summary, args.generate_max_len)
+        for fact, text in swapped_references(post, rng):
+            swapped = data.response_ids(tokenizer, text, args.generate_max_len)
+            # Left out: a difference past what the model reads, and (never seen) a swap the
+            # gold judge does not rank below the reference.
+            if swapped == reference or gold_preference(post, post.summary, text) != 1.0:
+                continue
+            rows.append(fact)
+            examples += [data.SFTExample(prompt, reference), data.SFTExample(prompt, swapped)]
+    rewards = reward_trainer.score(model, examples, tokenizer.pad_id, args.batch_size, args.device)
+    hits: dict[str, list[float]] = {}
+    for i, fact in enumerate(rows):
+        r_ref, r_swap = float(rewards[2 * i]), float(rewards[2 * i + 1])
+        hits.setdefault(fact, []).append(1.0 if r_ref > r_swap else 0.5 if r_ref == r_swap else 0.0)
+    hits["all"] = [h for fact in list(hits) for h in hits[fact]]
+    out = {fact: {"n": len(h), "agreement": sum(h) / len(h)} for fact, h in hits.items() if h}
+    print("[eval] rm on one-fact swaps: " + ", ".join(f"{k}={v['agreement']:.3f}" for k, v in out.items()))
+    return out
 
 
 def reward_markdown(rm: dict) -> list[str]:
@@ -274,6 +315,11 @@ def reward_markdown(rm: dict) -> list[str]:
         gold = f"{row['gold_frequency']:.3f}" if "gold_frequency" in row else ""
         lines.append(f"| {row['bin'][0]:.1f}-{row['bin'][1]:.1f} | {row['n']} | {row['mean_predicted']:.3f} | "
                      f"{row['label_frequency']:.3f} | {gold} |")
+    if rm.get("swap_agreement"):
+        lines += ["", "Minimal pairs: each held-out reference against copies of it with one stated fact given a "
+                      "wrong value (the gold judge prefers the reference every time); how often the reward model "
+                      "does.", "", "| swapped fact | pairs | reward model prefers the reference |", "|---|---|---|"]
+        lines += [f"| {fact} | {row['n']} | {row['agreement']:.3f} |" for fact, row in rm["swap_agreement"].items()]
     return lines
 
 
@@ -398,7 +444,10 @@ def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> N
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n_swap_posts < 0:
+        parser.error("--n_swap_posts must be >= 0")
     out_dir = Path(args.out_dir)
     stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE,) if (out_dir / s).exists()]
     if not stages:

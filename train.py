@@ -40,8 +40,8 @@ STAGE_DEFAULTS = {
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
     # The LM loss on chosen responses at Cheng et al.'s 0.1 keeps the LM head, which the
-    # reward's surprise term reads, a language model (world RM: 83.5% gold agreement with
-    # it, 80.0% without; BENCHMARKS.md).
+    # reward's surprise term reads, a language model (world RM, one seed: 83.5% gold
+    # agreement with it, 80.0% without; seeds differ by about 3 points; BENCHMARKS.md).
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
                eval_steps=200, lm_loss_coeff=0.1),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
@@ -279,6 +279,8 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if args.dataset == "synthetic" and file_flags:
         parser.error(f"--{file_flags[0]} describes a preference file; the built-in world (--dataset synthetic) "
                      "has its own format")
+    if args.resume and args.token_surprise is not None:
+        parser.error("--token_surprise does not apply to --resume: the run keeps the form its reward model has")
     if args.stage == "rm" and args.input_key is not None:
         parser.error("--input_key is the SFT prompt field; for --stage rm use --prompt_key")
     if args.references_per_post is not None and (args.stage not in ("sft", "all") or args.dataset != "synthetic"):

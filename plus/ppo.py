@@ -132,7 +132,8 @@ UpdateCallback = Callable[[int, "Rollout", dict], "dict | None"]
 def reward_model_scorer(reward_model, pad_id: int, batch_size: int, device) -> ScoreFn:
     """The default reward: the reward model's normalized score, read at the last token of
     each right-padded (prompt + response) sequence, i.e. at the EOS of a finished summary
-    (Detail: reward read at the EOS; right padding as in reward-model training)."""
+    (Detail: reward read at the EOS; right padding as in reward-model training), plus, for
+    a reward model with the surprise term, that term summed over the response tokens."""
     from plus.reward_trainer import score
 
     reward_model.requires_grad_(False)

@@ -1704,13 +1704,18 @@ PERTURBATIONS: tuple[str, ...] = ("drop_fact", "add_fact", "swap_value", "invent
                                   "filler", "truncate", "repeat", "salad", "empty")
 
 
-def _swap(facts: dict, plan: dict, mentioned: set[str], rng: random.Random) -> dict:
-    """A copy of the facts with one fact the reference states given a wrong value (a
-    relation is swapped for one the post does not mention)."""
+def _stated_facts(plan: dict) -> list[str]:
+    """The facts a summary written with `plan` states, each of which a swap can get wrong."""
+    return [f for f in LESSER_FACTS if plan["keep"][f]] + ["relation", "event"]
+
+
+def _swap(facts: dict, plan: dict, mentioned: set[str], rng: random.Random, what: str | None = None) -> dict:
+    """A copy of the facts with one fact the reference states (`what`, else one at random)
+    given a wrong value (a relation is swapped for one the post does not mention)."""
     group = GROUP_BY_NAME[facts["group"]]
     facts = json.loads(json.dumps(facts))
-    choices = [f for f in LESSER_FACTS if plan["keep"][f]] + ["relation", "event"]
-    what = rng.choice(choices)
+    if what is None:
+        what = rng.choice(_stated_facts(plan))
     if what in ("narrator", "other_age"):
         person = facts["narrator" if what == "narrator" else "other"]
         if rng.random() < 0.3:
@@ -1732,6 +1737,18 @@ def _swap(facts: dict, plan: dict, mentioned: set[str], rng: random.Random) -> d
                 "feeling": [FEELING_FACTS[f] for f in FEELINGS]}[what]
         facts[what] = rng.choice([f.name for f in pool if f.name != facts[what]])
     return facts
+
+
+def swapped_references(post: Post, rng: random.Random) -> list[tuple[str, str]]:
+    """(fact, text) for every fact the post's reference states: the reference with that one
+    fact given a wrong value (a person's age or gender, the duration or amount, the
+    relation, event, complication, feeling or question), all else equal. Minimal pairs:
+    the gold judge always prefers the reference, and only the post says which is right.
+    A swap that happens to read like the reference is left out."""
+    facts, plan = post.facts, post.facts["reference"]
+    mentioned = _source(post.title, post.post)["relations"]
+    swapped = [(what, _render_summary(_swap(facts, plan, mentioned, rng, what), plan)) for what in _stated_facts(plan)]
+    return [(what, text) for what, text in swapped if text != post.summary]
 
 
 def _invented_clause(post: Post, rng: random.Random) -> str:
@@ -2064,8 +2081,9 @@ def export(out_dir: str | Path, seed: int = 0, n_train: int = 2000, n_valid: int
            n_comparisons: int = 2000, summaries_per_post: int = TRAIN_SUMMARIES_PER_POST,
            references_per_post: int = TRAIN_REFERENCES_PER_POST) -> dict[str, int]:
     """Write the world in the OpenAI formats: train/valid/test.jsonl (filtered TL;DR:
-    id, subreddit, title, post, summary; train.jsonl has `references_per_post` records of
-    each post, one per writer, the post's own reference first, as SFT on the world trains;
+    id, subreddit, title, post, summary; train.jsonl has up to `references_per_post`
+    records of each post (`other_references` may find fewer writers), one per writer, the
+    post's own reference first, as SFT on the world trains;
     valid and test one, the post's own) and comparisons_train.jsonl (n_comparisons, all
     pairs among `summaries_per_post` summaries of each post) / comparisons_valid.jsonl
     (n_comparisons // 4, one per post). Returns {file name: records}."""

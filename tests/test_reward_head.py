@@ -263,3 +263,28 @@ def test_surprise_term_saved_loaded_added_not_dropped(tmp_path, tokenizer):
     assert not plain.token_surprise and grown.token_surprise
     with torch.no_grad():
         assert torch.equal(grown(ids, mask, tokens), plain(ids, mask))
+
+
+def test_surprise_term_trains_the_backbone_through_its_inputs():
+    """With the EOS head at zero the reward is the surprise term alone, and its gradient
+    must still reach the backbone (through log p and the entropy): the directional
+    derivative along a random change of the embedding matches finite differences."""
+    torch.manual_seed(0)
+    rm = RewardModel(tiny_config("llama"), token_surprise=True)
+    torch.nn.init.normal_(rm.surprise.mlp[2].weight)
+    with torch.no_grad():
+        rm.head.linear.weight.zero_()
+    ids, mask = right_padded(SEQS, pad_id=1)
+    tokens = response_tokens_of(SEQS, prompt_len=1)
+    emb = rm.backbone.tok_emb.weight
+    rm.raw_rewards(ids, mask, tokens).sum().backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    direction = torch.randn_like(emb) * float(emb.detach().std())  # a change of 1% of the weights' scale
+    with torch.no_grad():
+        eps, before = 1e-2, emb.detach().clone()
+        emb.copy_(before + eps * direction)
+        up = float(rm.raw_rewards(ids, mask, tokens).sum())
+        emb.copy_(before - eps * direction)
+        down = float(rm.raw_rewards(ids, mask, tokens).sum())
+        emb.copy_(before)
+    assert float((emb.grad * direction).sum()) == pytest.approx((up - down) / (2 * eps), rel=2e-2)

@@ -1,9 +1,9 @@
 import json
 import math
 import os
+import random
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ from plus import checkpoint, data, reward_trainer
 from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, load_reward_model
-from plus.synthetic import World, export
+from plus.synthetic import World, export, swapped_references
 from plus.tokenizer import Tokenizer
 
 # ---- the loss of one micro-batch ----------------------------------------------------------
@@ -216,7 +216,7 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
 
     # eval.py --stage rm: the held-out figures, computed here another way.
     assert evaluate_cli.main(["--out_dir", str(tmp_path / "a"), "--stage", "rm", "--n_pairs", "12",
-                              "--prompt_max_len", str(PROMPT_MAX_LEN)]) == 0
+                              "--prompt_max_len", str(PROMPT_MAX_LEN), "--n_swap_posts", "6"]) == 0
     report = json.loads((tmp_path / "a" / "eval" / "report.json").read_text())["reward_model"]
     heldout = one_by_one(rm, world_references(tokenizer, "valid", 12))
     assert report["reference_mean"] == pytest.approx(float(heldout.mean()), abs=1e-5)
@@ -230,6 +230,20 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     assert report["gold_agreement"] == pytest.approx(float(sum(gold)) / len(pairs))
     assert report["label_accuracy"] == pytest.approx(float((chosen > rejected).double().mean()))
     assert report["token_surprise"] is True
+    # The minimal pairs: each reference against its one-fact swaps, scored one by one.
+    rng, expected = random.Random("eval/swaps/0"), {}
+    for post in World(0).posts("valid", 6):
+        prompt = truncate_query(tokenizer, post.subreddit, post.title, post.post, PROMPT_MAX_LEN)
+        reference = response_ids(tokenizer, post.summary, 48)
+        for fact, text in swapped_references(post, rng):
+            swapped = response_ids(tokenizer, text, 48)
+            if swapped != reference:
+                r = one_by_one(rm, [SFTExample(prompt, reference), SFTExample(prompt, swapped)])
+                expected.setdefault(fact, []).append(float(r[0] > r[1]))
+    expected["all"] = [h for hits in list(expected.values()) for h in hits]
+    assert len(expected["all"]) >= 12
+    assert {fact: (row["n"], row["agreement"]) for fact, row in report["swap_agreement"].items()} == \
+        {fact: (len(h), pytest.approx(sum(h) / len(h))) for fact, h in expected.items()}
     assert "## Reward model\n\nThe reward: the head at the EOS plus the surprise term" in \
         (tmp_path / "a" / "eval" / "report.md").read_text()
 
@@ -280,18 +294,27 @@ def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
     data_args = ["--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"), "--on_bad_record", "skip",
                  "--max_steps", "3"]
     # llama-style with the plain reward (an untied LM head, which gets no gradient without
-    # the LM loss and the surprise term: DDP must not wait for it), and gpt2-style with the
-    # defaults: the surprise term and the LM loss (normalized by the global token count).
-    configs = {"llama": ["--no-token_surprise", "--lm_loss_coeff", "0"], "gpt2": []}
-    for family, extra in configs.items():
-        run(rm_args(sft_dirs / family, tmp_path / f"{family}_1", *data_args, *extra))
-    runs = [rm_args(sft_dirs / family, tmp_path / f"{family}_2", *data_args, *extra) for family, extra in configs.items()]
+    # the LM loss and the surprise term: DDP must not wait for it); llama-style with the
+    # surprise term and no LM loss (the untied head is used, so it must not be frozen); and
+    # gpt2-style with the defaults: the surprise term and the LM loss (normalized by the
+    # global token count).
+    configs = {"plain": ("llama", ["--no-token_surprise", "--lm_loss_coeff", "0"]),
+               "surprise": ("llama", ["--lm_loss_coeff", "0"]), "defaults": ("gpt2", [])}
+    for name, (family, extra) in configs.items():
+        run(rm_args(sft_dirs / family, tmp_path / f"{name}_1", *data_args, *extra))
+    runs = [rm_args(sft_dirs / family, tmp_path / f"{name}_2", *data_args, *extra)
+            for name, (family, extra) in configs.items()]
     torch.multiprocessing.spawn(ddp_worker, args=([free_port() for _ in runs], runs), nprocs=2, join=True)
     for family in configs:
         one, two = losses(tmp_path / f"{family}_1"), losses(tmp_path / f"{family}_2")
         assert len(one) == len(two) == 3
         for x, y in zip(one, two):
             assert abs(x - y) <= 1e-4 * abs(x), (family, one, two)
+    # The untied LM head: left as it was without the term and the LM loss, trained with the term.
+    start = checkpoint.load_state_dict(sft_dirs / "llama")["lm_head.weight"]
+    for name, trained in (("plain", False), ("surprise", True)):
+        head = checkpoint.load_state_dict(tmp_path / f"{name}_2" / "rm")["backbone.lm_head.weight"]
+        assert torch.equal(head, start) != trained, name
 
 
 def test_exported_comparisons_train_like_the_builtin_world(sft_dirs, tmp_path):
@@ -368,6 +391,7 @@ def test_unknown_domain_and_key_name_list_the_valid_ones(sft_dirs, tmp_path, cap
     (["--stage", "rm", "--summaries_per_post", "1"], "--summaries_per_post must be >= 2"),
     (["--stage", "sft", "--summaries_per_post", "3"], "--summaries_per_post only applies to --stage rm"),
     (["--stage", "ppo", "--no-token_surprise"], "--token_surprise only applies to --stage rm"),
+    (["--stage", "rm", "--resume", "--token_surprise"], "--token_surprise does not apply to --resume"),
 ])
 def test_contradictory_flags_are_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -383,3 +407,14 @@ def test_default_micro_batch_fits_the_global_batch_on_every_process_count():
     assert micro == {1: 32, 2: 16, 4: 8} and train.STAGE_DEFAULTS["rm"]["micro_train_batch_size"] == 32
     assert train.stage_args(parse(["--stage", "rm", "--train_batch_size", "128"]), "rm", 2).micro_train_batch_size == 32
     assert train.stage_args(parse(["--stage", "rm", "--micro_train_batch_size", "32"]), "rm", 2).micro_train_batch_size == 32
+
+
+def test_init_from_a_reward_model_keeps_adds_or_refuses_to_drop_the_surprise_term(sft_dirs, tmp_path, capsys):
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "plain", "--no-token_surprise", "--max_samples", "16"))
+    assert not load_reward_model(tmp_path / "plain" / "rm")[0].token_surprise
+    run(rm_args(tmp_path / "plain" / "rm", tmp_path / "grown", "--token_surprise", "--max_samples", "16"))
+    assert load_reward_model(tmp_path / "grown" / "rm")[0].token_surprise
+    capsys.readouterr()
+    assert train.main(rm_args(tmp_path / "grown" / "rm", tmp_path / "dropped", "--no-token_surprise")) == 1
+    assert "trained with its surprise term; it cannot be dropped" in capsys.readouterr().err
+    assert not (tmp_path / "dropped" / "rm").exists()

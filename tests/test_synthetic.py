@@ -134,6 +134,25 @@ def test_other_references_are_true_distinct_and_repeatable(posts):
         S.other_references(posts[0], -1)
 
 
+def test_swapped_references_get_exactly_the_named_fact_wrong(posts):
+    errors = {"narrator": {"tag"}, "other_age": {"tag"}, "quantity": {"duration", "amount", "number"},
+              "relation": {"relation"}, "event": {"event"}, "complication": {"complication"},
+              "feeling": {"feeling"}, "question": {"question"}}
+    seen = set()
+    for post in posts[:40]:
+        reference = S.gold_breakdown(post, post.summary)
+        swaps = S.swapped_references(post, random.Random(post.id))
+        stated = [f for f in S.LESSER_FACTS if post.facts["reference"]["keep"][f]] + ["relation", "event"]
+        assert [fact for fact, _ in swaps] == [f for f in stated if f in dict(swaps)]  # one each, in order
+        for fact, text in swaps:
+            seen.add(fact)
+            b = S.gold_breakdown(post, text)
+            assert text != post.summary and S.gold_preference(post, post.summary, text) == 1.0
+            assert {e.split()[0] for e in b["error_list"]} & errors[fact], (fact, text, b["error_list"])
+            assert reference["covered"][fact] and not b["covered"][fact], (fact, text)
+    assert seen == set(errors)
+
+
 def test_quantity_forms_by_hand():
     years3, amount = {"kind": "duration", "value": 3, "unit": "year"}, {"kind": "amount", "value": 2500}
     assert S._quantity_text(years3, {"yrs": False, "word": False}) == "3 years"
