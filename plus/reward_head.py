@@ -135,14 +135,17 @@ class RewardHead(nn.Module):
         return self.normalize(self.raw(hidden))
 
     @torch.no_grad()
-    def set_normalization(self, reference_rewards_raw: torch.Tensor, normalize_std: bool) -> dict:
+    def set_normalization(self, reference_rewards_raw: torch.Tensor, normalize_std: bool,
+                          reference_surprise_raw: torch.Tensor | None = None) -> dict:
         """Choose gain and bias so the given raw rewards of the reference summaries have
         mean 0 after normalization, and (population) std 1 when `normalize_std`.
 
         With mean m and population std s of the references: gain = 1/s (or 1), and
         bias = -m * gain, so gain * r + bias = (r - m) * gain. The population std (divide
         by n, not n - 1) is the one that comes out as exactly 1. Returns the statistics,
-        which are also kept in `self.normalization` and saved to config.json.
+        which are also kept in `self.normalization` and saved to config.json; with
+        `reference_surprise_raw` (the surprise term's part of each raw reward), also its
+        mean, which the critic takes in place of the term (plus/value_head.py).
         """
         r = reference_rewards_raw.detach().double().flatten()
         if r.numel() == 0:
@@ -160,6 +163,8 @@ class RewardHead(nn.Module):
             "n_references": r.numel(),
             "normalize_std": normalize_std,
         }
+        if reference_surprise_raw is not None:
+            self.normalization["reference_surprise_mean_raw"] = float(reference_surprise_raw.double().mean())
         return self.normalization
 
 
@@ -206,20 +211,13 @@ class RewardModel(nn.Module):
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                    response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                    segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
-                    return_logprobs: bool = False):
-        """Unnormalized rewards [B] of right-padded sequences [B, T].
-
-        `response_tokens` (at [M, 2], ids [M], owner [M]) name the response tokens (see the
-        module docstring); the surprise term needs them. With `return_logprobs`, also
-        log p of each of those tokens [M], from the same forward pass: the language-model
-        loss of Cheng et al. 2023 uses them, so reward and LM loss cost one pass.
-
-        Rows packing a prompt and several responses (`segment_ids`, with attention_mask
-        None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
-        the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
+    def raw_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                  segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
+                  return_logprobs: bool = False):
+        """(the head's raw score at the last token [B], the surprise term's sum over the
+        response tokens [B] or None without the term, log p of the response tokens [M] or
+        None without `return_logprobs`), from one forward pass; see `raw_rewards`."""
         if (self.token_surprise or return_logprobs) and response_tokens is None:
             raise ValueError("this reward needs response_tokens (which tokens are the response's): "
                              "see plus.data.response_tokens")
@@ -232,18 +230,38 @@ class RewardModel(nn.Module):
         # reproduces these numbers bit for bit at the last token.
         per_token = self.head.raw(hidden)                                # [B, T]
         if read_at is not None:
-            raw = per_token[read_at[:, 0], read_at[:, 1]]                # [N]
+            head = per_token[read_at[:, 0], read_at[:, 1]]               # [N]
         else:
-            raw = at_last_token(per_token, attention_mask)               # [B]
-        logprobs = None
+            head = at_last_token(per_token, attention_mask)              # [B]
+        surprise = logprobs = None
         if response_tokens is not None and (self.token_surprise or return_logprobs):
             at, ids, owner = response_tokens
             logits = self.backbone.logits(hidden[at[:, 0], at[:, 1]])     # [M, V]
             if self.token_surprise:
                 logprobs, entropy = token_logprobs(logits, ids, return_entropy=True)  # [M], [M]
-                raw = raw.index_add(0, owner, self.surprise(logprobs, entropy))
+                surprise = torch.zeros_like(head).index_add(0, owner, self.surprise(logprobs, entropy))
             else:
                 logprobs = token_logprobs(logits, ids)                      # [M]
+        return head, surprise, (logprobs if return_logprobs else None)
+
+    def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                    segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
+                    return_logprobs: bool = False):
+        """Unnormalized rewards [B] of right-padded sequences [B, T]: the head's score at
+        the last token, plus the surprise term's sum when the model has one.
+
+        `response_tokens` (at [M, 2], ids [M], owner [M]) name the response tokens (see the
+        module docstring); the surprise term needs them. With `return_logprobs`, also
+        log p of each of those tokens [M], from the same forward pass: the language-model
+        loss of Cheng et al. 2023 uses them, so reward and LM loss cost one pass.
+
+        Rows packing a prompt and several responses (`segment_ids`, with attention_mask
+        None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
+        the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
+        head, surprise, logprobs = self.raw_parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
+                                                  return_logprobs)
+        raw = head if surprise is None else head + surprise
         return (raw, logprobs) if return_logprobs else raw
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -96,8 +96,10 @@ def pair_forward(model, batch: dict, device, with_lm: bool) -> tuple[torch.Tenso
 
 @torch.no_grad()
 def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_size: int, device,
-          ctx: Dist = Dist(), raw: bool = False) -> torch.Tensor:
-    """Rewards [N] (float64, normalized unless `raw`) of (prompt, response) sequences.
+          ctx: Dist = Dist(), raw: bool = False, parts: bool = False) -> torch.Tensor:
+    """Rewards [N] (float64, normalized unless `raw`) of (prompt, response) sequences;
+    with `parts`, the raw reward's two parts [N, 2]: the head's score and the surprise
+    term's sum (0 without the term).
 
     Each process scores a contiguous share, longest-first in batches of similar length
     (padding to the longest row of a batch is wasted work), and the shares are summed
@@ -106,7 +108,7 @@ def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_siz
     per = -(-n // ctx.world_size)
     mine = sorted(range(min(n, ctx.rank * per), min(n, (ctx.rank + 1) * per)),
                   key=lambda i: -(len(examples[i].prompt) + len(examples[i].response)))
-    out = torch.zeros(n, dtype=torch.float64)
+    out = torch.zeros((n, 2) if parts else (n,), dtype=torch.float64)
     was_training = model.training
     model.eval()
     for start in range(0, len(mine), batch_size):
@@ -114,7 +116,11 @@ def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_siz
         batch = collate_sft([examples[i] for i in rows], pad_id)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         tokens = response_tokens(batch["labels"].to(device))
-        rewards = model.raw_rewards(ids, mask, tokens) if raw else model(ids, mask, tokens)  # [b]
+        if parts:
+            head, surprise, _ = model.raw_parts(ids, mask, tokens)                   # [b], [b] or None
+            rewards = torch.stack([head, torch.zeros_like(head) if surprise is None else surprise], dim=-1)
+        else:
+            rewards = model.raw_rewards(ids, mask, tokens) if raw else model(ids, mask, tokens)  # [b]
         out[rows] = rewards.double().cpu()
     model.train(was_training)
     return all_reduce_sum(ctx, out)
@@ -379,8 +385,9 @@ def train(
     # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------
     t0 = time.perf_counter()
     with full_params(ddp_model):
-        raw = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)
-    stats = model.head.set_normalization(raw, args.normalize_reward)
+        parts = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, parts=True)  # [n, 2]
+    stats = model.head.set_normalization(parts.sum(dim=1), args.normalize_reward,
+                                         parts[:, 1] if model.token_surprise else None)
     print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
                 f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "
                 f"{float(model.head.gain):.4f}, bias {float(model.head.bias):.4f}")

@@ -288,3 +288,25 @@ def test_surprise_term_trains_the_backbone_through_its_inputs():
         down = float(rm.raw_rewards(ids, mask, tokens).sum())
         emb.copy_(before)
     assert float((emb.grad * direction).sum()) == pytest.approx((up - down) / (2 * eps), rel=2e-2)
+
+
+def test_critic_takes_the_surprise_terms_reference_mean():
+    torch.manual_seed(0)
+    rm = RewardModel(tiny_config("gpt2"), token_surprise=True).eval()
+    torch.nn.init.normal_(rm.surprise.mlp[2].weight)
+    ids, mask = right_padded(SEQS, pad_id=1)
+    tokens = response_tokens_of(SEQS, prompt_len=1)
+    rows, last = torch.arange(len(SEQS)), last_token_index(mask)
+    with torch.no_grad():
+        head, surprise, _ = rm.raw_parts(ids, mask, tokens)
+        rm.head.set_normalization(head + surprise, normalize_std=True, reference_surprise_raw=surprise)
+        rewards = rm(ids, mask, tokens)
+        values = Critic.from_reward_model(rm).eval()(ids, mask)[rows, last]
+    s = surprise.double().mean()
+    assert rm.head.normalization["reference_surprise_mean_raw"] == pytest.approx(float(s))
+    # the normalized reward with the term replaced by its mean over these "references"
+    expected = float(rm.head.gain) * (head.double() + s) + float(rm.head.bias)
+    assert torch.allclose(values.double(), expected, rtol=0, atol=1e-5)
+    # so on them the critic averages what the reward averages, 0; one by one they differ
+    assert abs(float(values.double().mean())) < 1e-5 and abs(float(rewards.double().mean())) < 1e-5
+    assert not torch.allclose(values, rewards, atol=1e-3)

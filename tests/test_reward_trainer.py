@@ -205,6 +205,14 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     rewards = one_by_one(rm, world_references(tokenizer, "train", 24))  # the 24 training posts' references
     assert abs(float(rewards.mean())) < 1e-5
     assert float(rewards.std(correction=0)) == pytest.approx(1.0, abs=1e-5)
+    # the surprise term's mean over those references, kept for the critic: reward minus head, alone
+    with torch.no_grad():
+        terms = [float(rm.raw_rewards(*alone) - rm.raw_parts(*alone)[0])
+                 for alone in ((torch.tensor([e.prompt + e.response]), torch.ones(1, len(e.prompt + e.response)),
+                                (torch.tensor([[0, len(e.prompt) - 1 + j] for j in range(len(e.response))]),
+                                 torch.tensor(e.response), torch.zeros(len(e.response), dtype=torch.long)))
+                               for e in world_references(tokenizer, "train", 24))]
+    assert config["reward"]["reference"]["reference_surprise_mean_raw"] == pytest.approx(sum(terms) / 24, abs=1e-5)
 
     # The customized-from-general chain: a reward model starts the next one, whose
     # normalization is its own (gain and bias are reset before training, set after).
