@@ -211,13 +211,12 @@ class RewardModel(nn.Module):
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def raw_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                  segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
-                  return_logprobs: bool = False):
-        """(the head's raw score at the last token [B], the surprise term's sum over the
-        response tokens [B] or None without the term, log p of the response tokens [M] or
-        None without `return_logprobs`), from one forward pass; see `raw_rewards`."""
+    def _parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+               segment_ids: torch.Tensor | None, read_at: torch.Tensor | None, return_logprobs: bool):
+        """(the head's raw score at the last token [B], the surprise term of each response
+        token [M] or None without the term, log p of the response tokens [M] or None),
+        from one forward pass."""
         if (self.token_surprise or return_logprobs) and response_tokens is None:
             raise ValueError("this reward needs response_tokens (which tokens are the response's): "
                              "see plus.data.response_tokens")
@@ -233,15 +232,27 @@ class RewardModel(nn.Module):
             head = per_token[read_at[:, 0], read_at[:, 1]]               # [N]
         else:
             head = at_last_token(per_token, attention_mask)              # [B]
-        surprise = logprobs = None
+        terms = logprobs = None
         if response_tokens is not None and (self.token_surprise or return_logprobs):
-            at, ids, owner = response_tokens
+            at, ids, _ = response_tokens
             logits = self.backbone.logits(hidden[at[:, 0], at[:, 1]])     # [M, V]
             if self.token_surprise:
                 logprobs, entropy = token_logprobs(logits, ids, return_entropy=True)  # [M], [M]
-                surprise = torch.zeros_like(head).index_add(0, owner, self.surprise(logprobs, entropy))
+                terms = self.surprise(logprobs, entropy)                    # [M]
             else:
                 logprobs = token_logprobs(logits, ids)                      # [M]
+        return head, terms, logprobs
+
+    def raw_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                  segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
+                  return_logprobs: bool = False):
+        """(the head's raw score at the last token [B], the surprise term's sum over the
+        response tokens [B] or None without the term, log p of the response tokens [M] or
+        None without `return_logprobs`), from one forward pass; see `raw_rewards`."""
+        head, terms, logprobs = self._parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
+                                            return_logprobs)
+        surprise = None if terms is None else torch.zeros_like(head).index_add(0, response_tokens[2], terms)
         return head, surprise, (logprobs if return_logprobs else None)
 
     def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -259,9 +270,9 @@ class RewardModel(nn.Module):
         Rows packing a prompt and several responses (`segment_ids`, with attention_mask
         None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
         the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
-        head, surprise, logprobs = self.raw_parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
-                                                  return_logprobs)
-        raw = head if surprise is None else head + surprise
+        head, terms, logprobs = self._parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
+                                            return_logprobs)
+        raw = head if terms is None else head.index_add(0, response_tokens[2], terms)  # the head plus each row's terms
         return (raw, logprobs) if return_logprobs else raw
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
