@@ -267,3 +267,29 @@ def test_eval_pairs_ppo_and_sft_samples_on_the_same_posts(tiny, tmp_path):
     assert [p["step"] for p in report["ppo_curve"]] == [0, 1, 2]
     assert len({round(p["proxy_reward"], 6) for p in report["ppo_curve"]}) == 1  # one policy, one proxy reward
     assert "## Over-optimization" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_rollouts_are_scored_with_the_reward_models_surprise_term(tiny, tmp_path):
+    policy, tokenizer, _ = checkpoint.load_gpt(tiny / "sft")
+    torch.manual_seed(0)
+    rm = RewardModel.from_gpt(policy, token_surprise=True).eval()
+    torch.nn.init.normal_(rm.surprise.mlp[2].weight)  # the term starts at zero; make it count
+    cfg = ppo.PPOConfig(max_steps=1, rollout_batch_size=8, train_batch_size=8, micro_train_batch_size=4,
+                        ppo_epochs=1, generate_max_len=6, reward_clip=1e6, no_progress=True)
+    seen, _ = capture_rollouts(tiny, cfg, tmp_path, score_fn=ppo.reward_model_scorer(rm, tokenizer.pad_id, 8, "cpu"))
+    rollout, _ = seen[0]
+    P = rollout.input_ids.shape[1] - rollout.responses.shape[1]
+    checked = 0
+    for i, response in enumerate(rollout.response_lists()):
+        if not rollout.ended[i]:
+            continue  # scored with the missing-EOS penalty instead
+        prompt = rollout.input_ids[i, :P][rollout.attention_mask[i, :P].bool()].tolist()
+        ids = torch.tensor([prompt + response])
+        tokens = (torch.tensor([[0, len(prompt) - 1 + j] for j in range(len(response))]), torch.tensor(response),
+                  torch.zeros(len(response), dtype=torch.long))
+        with torch.no_grad():  # the sequence alone, unpadded: the head at its EOS plus the term's sum
+            head, surprise, _ = rm.raw_parts(ids, torch.ones_like(ids), tokens)
+        assert float(rollout.scores[i]) == pytest.approx(float(head + surprise), rel=1e-5, abs=1e-5)
+        assert abs(float(surprise)) > 1e-3
+        checked += 1
+    assert checked >= 2
