@@ -235,7 +235,12 @@ class RewardModel(nn.Module):
         terms = logprobs = None
         if response_tokens is not None and (self.token_surprise or return_logprobs):
             at, ids, _ = response_tokens
-            logits = self.backbone.logits(hidden[at[:, 0], at[:, 1]])     # [M, V]
+            # The hidden states that predict the response tokens, [M, C]. Several tokens can
+            # be predicted at one column (every response's first, at the prompt's end), and
+            # the backward of hidden[rows, cols] then sums into it in an order that varies
+            # from run to run on CPU; index_select's backward sums in a fixed order.
+            flat = hidden.reshape(-1, hidden.shape[-1])                     # [R * T, C]
+            logits = self.backbone.logits(flat.index_select(0, at[:, 0] * hidden.shape[1] + at[:, 1]))  # [M, V]
             if self.token_surprise:
                 logprobs, entropy = token_logprobs(logits, ids, return_entropy=True)  # [M], [M]
                 terms = self.surprise(logprobs, entropy)                    # [M]
