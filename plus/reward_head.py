@@ -40,20 +40,21 @@ language-model head:
 g a two-layer MLP (2 -> 16 -> 1, SiLU) whose last layer starts at zero, so a new reward
 model starts as exactly the reward model of Stiennon et al. and learns how much to trust
 its own surprise. Everything stays differentiable: the Bradley-Terry loss trains the
-backbone through g as well (with g's inputs detached the gain was about a sixth as large), so
-the Bradley-Terry loss also shapes the model's next-token predictions, much as direct
-preference optimization (Rafailov et al. 2023) turns a policy's log-likelihoods into an
-implicit reward. On the built-in world, in the same training budget, it lifted agreement
-with the gold judge from 72% to 80% (one seed), and to 80.7-83.5% (two seeds) with the trainer's default
-language-model loss, which keeps the LM head that g reads a language model; a reference
-against a copy with one wrong value went from chance to 99% (BENCHMARKS.md, "The reward
-model's surprise term"). A cost to watch: g learns to pay a little for every fluent
-token, so the reward grows with length, an incentive PPO can follow (the demo's PPO
-summaries grew from 29 to 35 tokens, against 34 with the EOS head alone). Scoring therefore needs to know
-which tokens are the response's: `response_tokens` = (at [M, 2], ids [M], owner [M]), the
-(row, column) whose output predicts each response token, the token, and which of the
-rewards it belongs to (`plus.data.response_tokens` builds them from SFT-style labels,
-`plus.data.collate_shared_prompts` for packed rows).
+backbone through g as well (with g's inputs detached the gain was about a sixth as
+large), so it also shapes the model's next-token predictions, much as direct preference
+optimization (Rafailov et al. 2023) turns a policy's log-likelihoods into an implicit
+reward. On the built-in world, in the same training budget, it lifted agreement with the
+gold judge from 72% to 80% (one seed), and to 80.7-83.5% (two seeds) with the trainer's
+default language-model loss, which keeps the LM head that g reads a language model; a
+reference against a copy with one wrong value went from chance to 99% (BENCHMARKS.md,
+"The reward model's surprise term"). A cost to watch: g learns to pay a little for every
+fluent token, so the reward grows with length, an incentive PPO can follow (the demo's
+PPO summaries run 34-35 tokens, against 33.5 with the EOS head alone and 29 for SFT).
+
+Scoring with the term needs to know which tokens are the response's: `response_tokens` =
+(at [M, 2], ids [M], owner [M]), the (row, column) whose output predicts each response
+token, the token, and which of the rewards it belongs to (`plus.data.response_tokens`
+builds them from SFT-style labels, `plus.data.collate_shared_prompts` for packed rows).
 
 Checkpoints: `RewardModel.save` writes a checkpoint directory (plus/checkpoint.py) whose
 config.json has "stage": "rm", the decoder's "model" config and a "reward" section;
