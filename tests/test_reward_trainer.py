@@ -184,16 +184,19 @@ def world_references(tokenizer, split, n):
                        response_ids(tokenizer, p.summary, 48)) for p in World(0).posts(split, n)]
 
 
+def alone(e):
+    """(input_ids, attention_mask, response_tokens) of one (prompt, response) in a batch of
+    its own, no padding."""
+    ids = torch.tensor([e.prompt + e.response])
+    tokens = (torch.tensor([[0, len(e.prompt) - 1 + j] for j in range(len(e.response))]),
+              torch.tensor(e.response), torch.zeros(len(e.response), dtype=torch.long))
+    return ids, torch.ones_like(ids), tokens
+
+
 def one_by_one(rm, examples):
     """Each (prompt, response) scored in a batch of its own, no padding."""
-    def alone(e):
-        ids = torch.tensor([e.prompt + e.response])
-        tokens = (torch.tensor([[0, len(e.prompt) - 1 + j] for j in range(len(e.response))]),
-                  torch.tensor(e.response), torch.zeros(len(e.response), dtype=torch.long))
-        return float(rm(ids, torch.ones_like(ids), tokens)[0])
-
     with torch.no_grad():
-        return torch.tensor([alone(e) for e in examples], dtype=torch.float64)
+        return torch.tensor([float(rm(*alone(e))[0]) for e in examples], dtype=torch.float64)
 
 
 def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, sft_dirs, tmp_path):
@@ -207,11 +210,8 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     assert float(rewards.std(correction=0)) == pytest.approx(1.0, abs=1e-5)
     # the surprise term's mean over those references, kept for the critic: reward minus head, alone
     with torch.no_grad():
-        terms = [float(rm.raw_rewards(*alone) - rm.raw_parts(*alone)[0])
-                 for alone in ((torch.tensor([e.prompt + e.response]), torch.ones(1, len(e.prompt + e.response)),
-                                (torch.tensor([[0, len(e.prompt) - 1 + j] for j in range(len(e.response))]),
-                                 torch.tensor(e.response), torch.zeros(len(e.response), dtype=torch.long)))
-                               for e in world_references(tokenizer, "train", 24))]
+        terms = [float(rm.raw_rewards(*alone(e)) - rm.raw_parts(*alone(e))[0])
+                 for e in world_references(tokenizer, "train", 24)]
     assert config["reward"]["reference"]["reference_surprise_mean_raw"] == pytest.approx(sum(terms) / 24, abs=1e-5)
 
     # The customized-from-general chain: a reward model starts the next one, whose
