@@ -128,10 +128,12 @@ def fused_linear_token_logprobs(
 ) -> torch.Tensor:
     """`token_logprobs(hidden @ weight.T, labels, ...)` computed `chunk_size` tokens at a time.
 
-    hidden: [N, D] or [B, T, D]; weight: [V, D] (the LM head, no bias), same dtype.
+    hidden: [N, D] or [B, T, D]; weight: [V, D] (the LM head, no bias).
     labels: [N] or [B, T]; `ignore_index` positions get 0, no gradient, and no logits at all.
-    Returns float32 [N] or [B, T], differentiable w.r.t. `hidden` and `weight`. At most
-    `chunk_size` rows of logits (and of their gradient) exist at any time.
+    Returns float32 [N] or [B, T], differentiable w.r.t. `hidden` and `weight` (each
+    gradient in its input's dtype). At most `chunk_size` rows of logits (and of their
+    gradient) exist at any time. The matmul runs in autocast's dtype where autocast is on
+    for the tensors' device, else in hidden's dtype (kernels/fused_linear.py).
     """
     if not isinstance(hidden, torch.Tensor) or hidden.dim() not in (2, 3) or hidden.dtype not in _FLOAT_DTYPES:
         raise KernelInputError(
@@ -142,12 +144,12 @@ def fused_linear_token_logprobs(
         not isinstance(weight, torch.Tensor)
         or weight.dim() != 2
         or weight.shape[1] != hidden.shape[-1]
-        or weight.dtype != hidden.dtype
+        or weight.dtype not in _FLOAT_DTYPES
         or weight.device != hidden.device
         or weight.shape[0] == 0
     ):
         raise KernelInputError(
-            f"fused_linear_token_logprobs: weight must be [V, {hidden.shape[-1]}] {hidden.dtype} on "
+            f"fused_linear_token_logprobs: weight must be a float [V, {hidden.shape[-1]}] tensor on "
             f"{hidden.device} like hidden, got {_describe(weight)}"
         )
     _check_temperature("fused_linear_token_logprobs", temperature)

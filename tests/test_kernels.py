@@ -27,8 +27,21 @@ from kernels import logprobs as triton_logprobs  # noqa: E402
 # -inf - (-inf) it computes in lanes that the where then discards.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
-FP32_TOL = dict(atol=1e-5, rtol=1e-5)
 NEG_INF = float("-inf")
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def fp32_tol(expected: torch.Tensor, n_terms: int) -> dict:
+    """Tolerance for two float32 computations of `expected` that reduce over `n_terms` terms
+    (a vocabulary row, a matmul's inner dimension) in different orders, as the Triton
+    kernels, the interpreter's numpy and torch's CPU kernels do (and CPUs differ in the
+    vector widths they sum with). Each addition rounds at a relative EPS32; for sums in
+    different orders the rounding errors grow like sqrt(n) units of the largest magnitude
+    involved (n EPS32 is the worst case), so atol is 8 sqrt(n) EPS32 times the largest
+    entry, and never below 1e-5, which covers the few roundings of a short computation on
+    values of order 1 to 10. rtol 1e-5 is about 84 units in the last place."""
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
+    return dict(rtol=1e-5, atol=max(1e-5, 8 * math.sqrt(n_terms) * EPS32 * scale))
 
 
 @pytest.fixture
@@ -38,8 +51,10 @@ def use_triton(monkeypatch):
     monkeypatch.setattr(triton_logprobs, "MAX_BLOCK_SIZE", 256)
 
 
-def _close(actual, expected, **tol):
-    torch.testing.assert_close(actual.detach().cpu(), expected.detach().cpu(), **(tol or FP32_TOL))
+def _close(actual, expected, n_terms: int = 1, **tol):
+    """assert_close with `tol`, or by default the float32 tolerance of a reduction over n_terms."""
+    expected = expected.detach().cpu()
+    torch.testing.assert_close(actual.detach().cpu(), expected, **(tol or fp32_tol(expected, n_terms)))
 
 
 def _logits(shape, seed, scale=3.0, dtype=torch.float32):
@@ -74,9 +89,10 @@ def _triton_logprobs_vs_reference(logits, labels, temperature, tol=None, grad_dt
 
     assert lp.dtype == ent.dtype == torch.float32 and lp.shape == out_shape
     assert dev_in.grad.dtype == logits.dtype
-    _close(lp, ref_lp, **(tol or {}))
-    _close(ent, ref_ent, **(tol or {}))
-    _close(dev_in.grad, ref_in.grad, **(grad_dtype_tol or tol or {}))
+    vocab = logits.shape[-1]
+    _close(lp, ref_lp, vocab, **(tol or {}))
+    _close(ent, ref_ent, vocab, **(tol or {}))
+    _close(dev_in.grad, ref_in.grad, vocab, **(grad_dtype_tol or tol or {}))
     ignored = labels == -100
     assert (lp.cpu()[ignored] == 0).all() and (ent.cpu()[ignored] == 0).all()
     assert (dev_in.grad.cpu()[ignored] == 0).all()
@@ -336,8 +352,9 @@ def _triton_kl_vs_reference(logits, ref_logits, temperature, mask, tol=None):
 
     assert got.dtype == torch.float32 and got.shape == logits.shape[:-1]
     assert dev_in.grad.dtype == logits.dtype and dev_ref.grad is None
-    _close(got, want, **(tol or {}))
-    _close(dev_in.grad, ref_in.grad, **(tol or {}))
+    vocab = logits.shape[-1]
+    _close(got, want, vocab, **(tol or {}))
+    _close(dev_in.grad, ref_in.grad, vocab, **(tol or {}))
     if mask is not None:
         assert (got.cpu()[mask == 0] == 0).all() and (dev_in.grad.cpu()[mask == 0] == 0).all()
     return got, dev_in.grad
@@ -400,9 +417,9 @@ def test_fused_linear_matches_matmul_then_reference(backend, monkeypatch, use_tr
     (got * grad_out.to(DEVICE)).sum().backward()
 
     assert got.shape == (2, 6) and got.dtype == torch.float32
-    _close(got, want)
-    _close(h.grad, h_ref.grad)
-    _close(w.grad, w_ref.grad)
+    _close(got, want, 37 + 16)  # a row of logits sums 16 products, its log-softmax 37 terms
+    _close(h.grad, h_ref.grad, 37 + 16)
+    _close(w.grad, w_ref.grad, 37 + 16 + 12)  # and the weight's gradient sums over 12 tokens
     assert (h.grad.cpu()[labels == -100] == 0).all()
 
 
@@ -416,3 +433,61 @@ def test_fused_linear_only_hidden_needs_grad(use_triton):
     h = hidden.to(DEVICE).requires_grad_()
     kernels.fused_linear_token_logprobs(h, weight.to(DEVICE), labels.to(DEVICE), chunk_size=2).sum().backward()
     _close(h.grad, h_ref.grad)
+
+
+@pytest.mark.parametrize("backward_in_autocast", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_fused_linear_under_bf16_autocast(backend, backward_in_autocast, monkeypatch, use_triton):
+    """Mixed dtypes as autocast produces them: float32 hidden states and master weight, the
+    head's matmul in bf16. The op computes its logits in bf16 and its gradient is that of
+    the bf16 logits it returned, with float32 gradients for float32 inputs, whether
+    backward() runs inside the autocast region or after it."""
+    monkeypatch.setenv("PLUS_KERNELS", backend)
+    gen = torch.Generator().manual_seed(54)
+    hidden = torch.randn(3, 5, 16, generator=gen)
+    weight = torch.randn(300, 16, generator=gen) * 0.5
+    labels = _labels((3, 5), 300, seed=55, n_ignored=4)
+    grad_out = torch.randn(3, 5, generator=gen)
+
+    # expected: the bf16 matmul autocast would run, then the float32 reference log-softmax
+    h_ref, w_ref = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    want = reference.token_logprobs(h_ref.bfloat16() @ w_ref.bfloat16().T, labels, 0.7)
+    (want * grad_out).sum().backward()
+
+    h, w = hidden.to(DEVICE).requires_grad_(), weight.to(DEVICE).requires_grad_()
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        got = kernels.fused_linear_token_logprobs(h, w, labels.to(DEVICE), temperature=0.7, chunk_size=4)
+        if backward_in_autocast:
+            (got * grad_out.to(DEVICE)).sum().backward()
+    if not backward_in_autocast:
+        (got * grad_out.to(DEVICE)).sum().backward()
+
+    assert got.dtype == torch.float32 and h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    # The same bf16 logits on both sides (a 16-term dot product, rounded once to bf16), then
+    # float32 log-softmax: float32 agreement on the values. The gradients pass through bf16
+    # matmuls (grad_logits @ weight in bf16), so they agree to bf16's relative precision,
+    # 2^-8, a few times over: rtol 2e-2, and atol 2e-2 of the largest entry.
+    _close(got, want, 300 + 16)
+    for actual, expected in ((h.grad, h_ref.grad), (w.grad, w_ref.grad)):
+        _close(actual, expected, rtol=2e-2, atol=2e-2 * float(expected.abs().max()))
+    assert (h.grad.cpu()[labels == -100] == 0).all()
+
+
+def test_fused_linear_accepts_a_float32_weight_for_bf16_hidden(use_triton):
+    """FSDP's bf16 compute or a bf16 residual stream gives bf16 hidden states next to a
+    float32 master weight: the op runs in the hidden states' dtype and returns each
+    gradient in its input's dtype."""
+    gen = torch.Generator().manual_seed(56)
+    hidden = torch.randn(6, 8, generator=gen).bfloat16()
+    weight = torch.randn(40, 8, generator=gen)
+    labels = _labels((6,), 40, seed=57)
+    h_ref, w_ref = hidden.float().requires_grad_(), weight.clone().requires_grad_()
+    want = reference.token_logprobs(h_ref.bfloat16() @ w_ref.bfloat16().T, labels)
+    want.sum().backward()
+    h, w = hidden.to(DEVICE).requires_grad_(), weight.to(DEVICE).requires_grad_()
+    got = kernels.fused_linear_token_logprobs(h, w, labels.to(DEVICE), chunk_size=4)
+    got.sum().backward()
+    assert h.grad.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
+    _close(got, want, 40 + 8)
+    _close(h.grad.float(), h_ref.grad, rtol=2e-2, atol=2e-2 * float(h_ref.grad.abs().max()))
+    _close(w.grad, w_ref.grad, rtol=2e-2, atol=2e-2 * float(w_ref.grad.abs().max()))
