@@ -42,7 +42,7 @@ posts, or a file's chosen responses): training set it to 0 on the training refer
 (train_reference_mean), so a value near 0 here means the normalization carries over.
 On the world it also scores minimal pairs (--n_swap_posts valid posts): each reference
 against copies of it with one stated fact given a wrong value
-(`plus.synthetic.swapped_references`), and reports per fact how often the reward model
+(`plus.world.swapped_references`), and reports per fact how often the reward model
 prefers the reference (swap_agreement). Only the post tells the two apart, so this is
 the plainest test of whether a reward model checks a summary against its post.
 """
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def heldout(args, tokenizer):
     """(prompt token lists, reference summaries, world Posts or None)."""
     if args.dataset == "synthetic":
-        from plus.synthetic import World
+        from plus.world import World
         posts = World(args.seed).posts("test", args.n_eval)
         prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
         return prompts, [p.summary for p in posts], posts
@@ -161,7 +161,7 @@ def policy_row(samples: dict, references: list[str], posts, baseline_texts: list
     row = {"n": len(texts), "eos_rate": sum(samples["ended"]) / len(texts),
            "mean_length": sum(samples["lengths"]) / len(texts), **rouge_scores(texts, references)}
     if posts is not None:
-        from plus.synthetic import error_analysis, gold_preference, gold_score
+        from plus.world import error_analysis, gold_preference, gold_score
         rate, ci = win_rate([gold_preference(p, t, p.summary) for p, t in zip(posts, texts)])
         row["judge"] = error_analysis(posts, texts)
         row.update(win_rate_vs_reference=rate, win_rate_ci95=list(ci),
@@ -267,7 +267,7 @@ def swap_agreement(model, tokenizer, args) -> dict[str, dict]:
     import random
 
     from plus import reward_trainer
-    from plus.synthetic import World, gold_preference, swapped_references
+    from plus.world import World, gold_preference, swapped_references
 
     rng = random.Random(f"eval/swaps/{args.seed}")
     rows, examples = [], []
@@ -335,7 +335,7 @@ def write_markdown(report: dict, path: Path) -> None:
 def judge_markdown(judged: dict[str, dict], reference: dict | None) -> list[str]:
     """The error analysis table: facts stated correctly (% of summaries) and wrong or
     invented facts (per 100 summaries), per policy and for the references."""
-    from plus.synthetic import ERROR_PENALTY
+    from plus.world import ERROR_PENALTY
 
     columns = dict(judged, **({"reference": reference} if reference else {}))
     facts = list(next(iter(columns.values()))["covered"])
@@ -343,7 +343,7 @@ def judge_markdown(judged: dict[str, dict], reference: dict | None) -> list[str]
                    key=lambda k: -max(j["errors"].get(k, 0.0) for j in columns.values()))
     lines = ["", "## Where the points go", "",
              "Facts stated correctly (% of summaries) and wrong or invented facts (per 100 summaries; each "
-             f"costs the gold score {ERROR_PENALTY:g} points), from `plus.synthetic.error_analysis`.", "",
+             f"costs the gold score {ERROR_PENALTY:g} points), from `plus.world.error_analysis`.", "",
              "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| covered: {f} | " + " | ".join(f"{j['covered'][f]:.0f}%" for j in columns.values()) + " |"
               for f in facts]
@@ -422,7 +422,7 @@ def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> N
             sft_samples = samples if stage == "sft" else sft_samples
         report["policy"][stage] = row
         if posts is not None and "reference_judge" not in report:
-            from plus.synthetic import error_analysis
+            from plus.world import error_analysis
             report["reference_judge"] = error_analysis(posts, references)
         report["samples"][stage] = [
             {"prompt": tokenizer.decode(p), "reference": r, "summary": t,

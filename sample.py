@@ -42,7 +42,7 @@ def main(argv=None) -> int:
                 args.input, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
                 data.BadRecords("error"))
         else:
-            from plus.synthetic import World
+            from plus.world import World
             posts = World(args.seed).posts("test", args.n)
             prompts = [data.truncate_query(tokenizer, q.subreddit, q.title, q.post, args.prompt_max_len) for q in posts]
     except (data.DataError, checkpoint.CheckpointError) as e:

@@ -313,7 +313,7 @@ def run_pretrain(args, ctx: Dist) -> dict:
     n_eval_blocks = args.n_eval
 
     if args.dataset == "synthetic":
-        from plus.synthetic import World
+        from plus.world import World
         world = World(args.seed)
         texts = lambda start: world.corpus(10 ** 9, start=start)  # noqa: E731  (lazy, unbounded)
     else:
@@ -468,7 +468,7 @@ def run_ppo(args, ctx: Dist) -> dict:
     critic = Critic.from_reward_model(reward_model)  # Detail: the critic starts as the reward model
 
     if args.dataset == "synthetic":  # fresh posts for every update
-        from plus.synthetic import World
+        from plus.world import World
         posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
         prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
     else:

@@ -244,11 +244,11 @@ def load_sft_examples(
     """SFT pairs from the built-in world (`dataset="synthetic"`) or a file.
 
     The world can give each of its n posts `references_per_post` TL;DRs by different
-    writers (the post's own first, `plus.synthetic.other_references`): n x k examples,
+    writers (the post's own first, `plus.world.other_references`): n x k examples,
     the k of a post one after the other, sharing one prompt."""
     bad = BadRecords(on_bad_record)
     if dataset == "synthetic":
-        from plus.synthetic import World, other_references
+        from plus.world import World, other_references
 
         examples = []
         for p in World(seed).posts(split, n):
@@ -561,7 +561,7 @@ def load_preference_pairs(
 ) -> tuple[list[PreferencePair], BadRecords]:
     """Preference pairs from the built-in world (`dataset="synthetic"`, comparisons of the
     `split`, labeled by simulated labelers; with summaries_per_post = k > 2, all pairs
-    among k summaries of each post, see `plus.synthetic.make_comparisons`) or from a
+    among k summaries of each post, see `plus.world.make_comparisons`) or from a
     file in any format listed at the top of this section (a file is read whole; `split`
     and `summaries_per_post` apply to the world only).
 
@@ -584,7 +584,7 @@ def load_preference_pairs(
             raise DataError("domain= selects a DSP domain; the synthetic world has none")
         if n is None:
             raise DataError("the synthetic world has endless comparisons: pass n, the number of pairs")
-        from plus.synthetic import World, make_comparisons
+        from plus.world import World, make_comparisons
 
         pairs = []
         records = make_comparisons(World(seed), split, n, seed=seed, summaries_per_post=summaries_per_post)

@@ -208,7 +208,7 @@ def reference_examples(dataset: str, pairs: list[PreferencePair], tokenizer, spl
     file, each distinct (prompt, chosen response) of `pairs` (see the module docstring);
     the first `limit` of them."""
     if dataset == "synthetic":
-        from plus.synthetic import World
+        from plus.world import World
 
         return [SFTExample(truncate_query(tokenizer, p.subreddit, p.title, p.post, prompt_max_len),
                            response_ids(tokenizer, p.summary, generate_max_len))

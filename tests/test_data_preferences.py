@@ -255,7 +255,7 @@ def test_shared_prompt_batch_layout_by_hand():
 # ---- the built-in world -------------------------------------------------------------------
 
 def test_synthetic_comparisons(tok):
-    synthetic = pytest.importorskip("plus.synthetic")
+    synthetic = pytest.importorskip("plus.world")
     # The test tokenizer is nearly byte-level: allow long prompts and responses (no truncation).
     pairs, _ = load_preference_pairs("synthetic", tok, split="train", n=6, seed=3, prompt_max_len=10_000,
                                      generate_max_len=1000)

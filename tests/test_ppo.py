@@ -11,7 +11,7 @@ from plus.distributed import Dist
 from plus.generate import left_pad
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
-from plus.synthetic import World
+from plus.world import World
 from plus.tokenizer import Tokenizer
 from plus.value_head import Critic
 

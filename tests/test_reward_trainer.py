@@ -15,7 +15,7 @@ from plus import checkpoint, data, reward_trainer
 from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, load_reward_model
-from plus.synthetic import World, export, swapped_references
+from plus.world import World, export, swapped_references
 from plus.tokenizer import Tokenizer
 
 # ---- the loss of one micro-batch ----------------------------------------------------------

@@ -188,11 +188,11 @@ def test_a_batch_counts_prompts_with_all_their_responses(files, pretrained, tmp_
 
 
 def test_exported_tldr_file_trains_like_the_builtin_world(tmp_path):
-    """`python -m plus.synthetic --export` writes each training post with its 4 writers'
+    """`python -m plus.world --export` writes each training post with its 4 writers'
     TL;DRs, so SFT on train.jsonl sees the examples, batches and losses of SFT on the
     built-in world (a model with random weights: only the data path is under test)."""
     from plus.gpt import GPT, GPTConfig
-    from plus.synthetic import World, export
+    from plus.world import World, export
 
     tok = Tokenizer.train(World(0).corpus(300), vocab_size=400)
     gpt = GPT(GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=160, n_layer=1, n_head=2, n_embd=16))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import random
 
-from plus import synthetic as world
+from plus import world
 
 # (split, seed, index): every split, a few seeds (negative included), small and large indices.
 POST_KEYS = [(split, seed, index) for split, seed in (("train", 0), ("valid", 0), ("test", 0), ("corpus", 0),

@@ -1,4 +1,4 @@
-"""Tests for plus/synthetic.py: the world, its gold judge and its simulated labelers.
+"""Tests for plus/world/: the world, its gold judge and its simulated labelers.
 
 Expected values come from elsewhere: a hand-scored summary, plain loops over the
 world's tables, a regenerated post in a fresh process, the closed-form labeler
@@ -14,10 +14,13 @@ import sys
 
 import pytest
 
-from plus import synthetic as S
+from plus import world as W
+from plus.world.__main__ import main
+from plus.world.perturbations import swap_fact
+from plus.world.templates import quantity_text
 
 # A hand-made post, independent of the generator (facts written out, text typed in).
-HAND_POST = S.Post(
+HAND_POST = W.Post(
     id="hand-1",
     subreddit="relationships",
     title="My boyfriend cheated on me",
@@ -36,35 +39,35 @@ HAND_POST = S.Post(
 
 @pytest.fixture(scope="module")
 def posts():
-    return S.World(7).posts("test", 200)
+    return W.World(7).posts("test", 200)
 
 
 @pytest.fixture(scope="module")
 def comparisons():
-    return S.make_comparisons(S.World(0), "valid", 2000, seed=3)
+    return W.make_comparisons(W.World(0), "valid", 2000, seed=3)
 
 
 # ---- the world ------------------------------------------------------------------------
 def test_posts_are_deterministic_and_splits_differ():
-    a, b = S.make_post(12, "train", seed=0), S.make_post(12, "train", seed=0)
+    a, b = W.make_post(12, "train", seed=0), W.make_post(12, "train", seed=0)
     assert a == b
     assert a.id == "s0-train-000012"
-    assert S.post_from_id(a.id) == a
-    assert S.World(0).posts("train", 3, start=11)[1] == a
-    for other in (S.make_post(12, "train", seed=1), S.make_post(12, "valid", seed=0), S.make_post(13, "train", 0)):
+    assert W.post_from_id(a.id) == a
+    assert W.World(0).posts("train", 3, start=11)[1] == a
+    for other in (W.make_post(12, "train", seed=1), W.make_post(12, "valid", seed=0), W.make_post(13, "train", 0)):
         assert (other.title, other.post) != (a.title, a.post)
     assert a.query() == f"SUBREDDIT: r/{a.subreddit}\n\nTITLE: {a.title}\n\nPOST: {a.post}\n\nTL;DR:"
     json.dumps(a.facts)  # the latent facts are JSON-serializable
 
 
 def test_posts_do_not_depend_on_the_process_hash_seed():
-    code = "from plus.synthetic import make_post; p = make_post(5, 'valid', 2); print(p.post + p.summary)"
+    code = "from plus.world import make_post; p = make_post(5, 'valid', 2); print(p.post + p.summary)"
     outs = set()
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=os.getcwd())
         outs.add(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                 check=True).stdout.strip())
-    p = S.make_post(5, "valid", 2)
+    p = W.make_post(5, "valid", 2)
     assert outs == {p.post + p.summary}
 
 
@@ -73,42 +76,42 @@ def test_world_has_over_a_million_distinct_posts():
     # (no background + backgrounds) x event sentences x (no detail + details) x
     # complication sentences x feeling sentences x question sentences x 2 orders x
     # ordered choices of 1-4 distractors x (no closer + closers).
-    g = S.ROMANCE
+    g = W.ROMANCE
     cheated = next(e for e in g.events if e.name == "cheated")
-    d = len(S.DISTRACTORS)
+    d = len(W.DISTRACTORS)
     one = (len(g.intros) * (1 + len(g.background)) * len(cheated.post) * (1 + len(cheated.detail))
            * sum(len(c.post) for c in g.complications)
-           * sum(len(S.FEELING_FACTS[f].post) for f in g.feelings)
+           * sum(len(W.FEELING_FACTS[f].post) for f in g.feelings)
            * sum(len(q.post) for q in g.questions)
            * 2 * (d + d * (d - 1) + d * (d - 1) * (d - 2) + d * (d - 1) * (d - 2) * (d - 3))
-           * (1 + len(S.CLOSERS)))
+           * (1 + len(W.CLOSERS)))
     assert one > 1e6
-    assert S.count_post_variants() > 50 * one  # dozens of such combinations
-    bodies = [p.post for p in S.World(0).posts("train", 2000)]
+    assert W.count_post_variants() > 50 * one  # dozens of such combinations
+    bodies = [p.post for p in W.World(0).posts("train", 2000)]
     assert len(set(bodies)) == 2000
 
 
 def test_post_and_reference_lengths():
-    posts = S.World(1).posts("train", 300)
+    posts = W.World(1).posts("train", 300)
     post_words = [len(p.post.split()) for p in posts]
     ref_words = [len(p.summary.split()) for p in posts]
     assert min(post_words) >= 50 and max(post_words) <= 140
     assert 65 <= sum(post_words) / len(posts) <= 100
     assert 15 <= sum(ref_words) / len(posts) <= 30
-    assert max(len(S.complete_summary(p).split()) for p in posts) <= 40
+    assert max(len(W.complete_summary(p).split()) for p in posts) <= 40
 
 
 def test_judge_reads_exactly_the_facts_the_text_states(posts):
     """The post body states every fact and nothing foreign; the reference states exactly
     the facts its plan kept. Checks the surface forms against the recognizers."""
     for p in posts:
-        body = S.gold_breakdown(p, p.title + ". " + p.post)
+        body = W.gold_breakdown(p, p.title + ". " + p.post)
         assert body["error_list"] == [] and all(body["covered"].values()), p.id
-        ref = S.gold_breakdown(p, p.summary)
+        ref = W.gold_breakdown(p, p.summary)
         expected = {**p.facts["reference"]["keep"], "event": True, "relation": True}
         assert ref["covered"] == expected, (p.id, p.summary)
         assert ref["error_list"] == [] and ref["fluency"] == 1.0 and ref["repeats"] == 0
-        complete = S.gold_breakdown(p, S.complete_summary(p))
+        complete = W.gold_breakdown(p, W.complete_summary(p))
         assert all(complete["covered"].values()) and complete["error_list"] == []
 
 
@@ -116,22 +119,22 @@ def test_other_references_are_true_distinct_and_repeatable(posts):
     """Extra TL;DRs of a post by other writers: each states no wrong fact and is fluent, all
     differ from the post's reference and from each other, and the same call gives the same
     texts. Their writers keep the lesser facts about as often as the references' writers."""
-    kept, kept_ref = {f: 0 for f in S.LESSER_FACTS}, {f: 0 for f in S.LESSER_FACTS}
+    kept, kept_ref = {f: 0 for f in W.LESSER_FACTS}, {f: 0 for f in W.LESSER_FACTS}
     for p in posts:
-        others = S.other_references(p, 3)
-        assert others == S.other_references(p, 3)
+        others = W.other_references(p, 3)
+        assert others == W.other_references(p, 3)
         assert len(set(others + [p.summary])) == 4
         for text in others:
-            b = S.gold_breakdown(p, text)
+            b = W.gold_breakdown(p, text)
             assert b["error_list"] == [] and b["fluency"] == 1.0 and b["repeats"] == 0, (p.id, text)
-            for f in S.LESSER_FACTS:
+            for f in W.LESSER_FACTS:
                 kept[f] += b["covered"][f] / 3
-        for f in S.LESSER_FACTS:
-            kept_ref[f] += S.gold_breakdown(p, p.summary)["covered"][f]
-    for f in S.LESSER_FACTS:
+        for f in W.LESSER_FACTS:
+            kept_ref[f] += W.gold_breakdown(p, p.summary)["covered"][f]
+    for f in W.LESSER_FACTS:
         assert abs(kept[f] - kept_ref[f]) / len(posts) < 0.15, (f, kept[f], kept_ref[f])
-    with pytest.raises(S.SyntheticWorldError, match="non-negative"):
-        S.other_references(posts[0], -1)
+    with pytest.raises(W.SyntheticWorldError, match="non-negative"):
+        W.other_references(posts[0], -1)
 
 
 def test_swapped_references_get_exactly_the_named_fact_wrong(posts):
@@ -140,14 +143,14 @@ def test_swapped_references_get_exactly_the_named_fact_wrong(posts):
               "feeling": {"feeling"}, "question": {"question"}}
     seen = set()
     for post in posts[:40]:
-        reference = S.gold_breakdown(post, post.summary)
-        swaps = S.swapped_references(post, random.Random(post.id))
-        stated = [f for f in S.LESSER_FACTS if post.facts["reference"]["keep"][f]] + ["relation", "event"]
+        reference = W.gold_breakdown(post, post.summary)
+        swaps = W.swapped_references(post, random.Random(post.id))
+        stated = [f for f in W.LESSER_FACTS if post.facts["reference"]["keep"][f]] + ["relation", "event"]
         assert [fact for fact, _ in swaps] == [f for f in stated if f in dict(swaps)]  # one each, in order
         for fact, text in swaps:
             seen.add(fact)
-            b = S.gold_breakdown(post, text)
-            assert text != post.summary and S.gold_preference(post, post.summary, text) == 1.0
+            b = W.gold_breakdown(post, text)
+            assert text != post.summary and W.gold_preference(post, post.summary, text) == 1.0
             assert {e.split()[0] for e in b["error_list"]} & errors[fact], (fact, text, b["error_list"])
             assert reference["covered"][fact] and not b["covered"][fact], (fact, text)
     assert seen == set(errors)
@@ -155,15 +158,15 @@ def test_swapped_references_get_exactly_the_named_fact_wrong(posts):
 
 def test_quantity_forms_by_hand():
     years3, amount = {"kind": "duration", "value": 3, "unit": "year"}, {"kind": "amount", "value": 2500}
-    assert S._quantity_text(years3, {"yrs": False, "word": False}) == "3 years"
-    assert S._quantity_text(years3, {"yrs": True, "word": True}) == "three yrs"
-    assert S._quantity_text({"kind": "duration", "value": 1, "unit": "year"}, {"yrs": True, "word": False}) == "1 yr"
+    assert quantity_text(years3, {"yrs": False, "word": False}) == "3 years"
+    assert quantity_text(years3, {"yrs": True, "word": True}) == "three yrs"
+    assert quantity_text({"kind": "duration", "value": 1, "unit": "year"}, {"yrs": True, "word": False}) == "1 yr"
     # A form that does not fit the value falls back to the plain form.
-    assert S._quantity_text({"kind": "duration", "value": 13, "unit": "month"}, {"yrs": True, "word": True}) == "13 months"
-    assert S._quantity_text(amount, {"k": "k"}) == "2.5k"
-    assert S._quantity_text(amount, {"k": "$k"}) == "$2.5k"
-    assert S._quantity_text(amount, {"k": None}) == "$2,500"
-    assert S._quantity_text({"kind": "amount", "value": 750}, {"k": "$k"}) == "$750"
+    assert quantity_text({"kind": "duration", "value": 13, "unit": "month"}, {"yrs": True, "word": True}) == "13 months"
+    assert quantity_text(amount, {"k": "k"}) == "2.5k"
+    assert quantity_text(amount, {"k": "$k"}) == "$2.5k"
+    assert quantity_text(amount, {"k": None}) == "$2,500"
+    assert quantity_text({"kind": "amount", "value": 750}, {"k": "$k"}) == "$750"
 
 
 def test_reference_copies_the_posts_quantity_and_a_swap_keeps_its_form(posts):
@@ -172,14 +175,14 @@ def test_reference_copies_the_posts_quantity_and_a_swap_keeps_its_form(posts):
     no more than the true value's form does."""
     n_kept = n_forms = 0
     for p in posts:
-        text = S._quantity_text(p.facts["quantity"], p.facts["quantity"]["form"])
+        text = quantity_text(p.facts["quantity"], p.facts["quantity"]["form"])
         assert text in p.post, (p.id, text)
         if p.facts["reference"]["keep"]["quantity"]:
             n_kept += 1
             assert text in p.summary, (p.id, p.summary)
             n_forms += text.split()[0].isalpha() or "yr" in text or "k" in text
-        swapped = S._swap(p.facts, dict(p.facts["reference"], keep={f: True for f in S.LESSER_FACTS}), set(),
-                          random.Random(p.id))
+        swapped = swap_fact(p.facts, dict(p.facts["reference"], keep={f: True for f in W.LESSER_FACTS}), set(),
+                            random.Random(p.id))
         assert swapped["quantity"]["form"] == p.facts["quantity"]["form"]
     assert n_kept > 50 and n_forms > 10  # the non-plain forms are exercised
 
@@ -190,32 +193,32 @@ def test_hand_scored_summary():
     # Covers event 3 + relation 1 + other's age 0.5 + duration 1 + narrator 0.5 +
     # question 1 = 7.0; no errors; brevity 0.04 * 16 = 0.64; 1.3 * 16 < 48; no repeats.
     good = "My bf (26M) of 3 years cheated on me (24F). Should I break up with him?"
-    b = S.gold_breakdown(HAND_POST, good)
+    b = W.gold_breakdown(HAND_POST, good)
     assert b["fluency"] == 1.0 and b["n_words"] == 16
     assert b["score"] == pytest.approx(7.0 - 0.64, abs=1e-9)
     # "My gf (26F) of 4 years cheated on me (24F). I feel angry.": 13 words. Covers the
     # event 3 + narrator 0.5; errors: girlfriend not in the post, a 26F tag not in the
     # post, 4 years not in the post, a feeling (angry) the post does not have: 4 x 2.0.
     bad = "My gf (26F) of 4 years cheated on me (24F). I feel angry."
-    b = S.gold_breakdown(HAND_POST, bad)
+    b = W.gold_breakdown(HAND_POST, bad)
     assert len(b["error_list"]) == 4
     assert b["n_words"] == 13
     assert b["score"] == pytest.approx(3.5 - 8.0 - 0.04 * 13, abs=1e-9)
     # a tag on the wrong person: 26M is the boyfriend, not the narrator
-    swapped = S.gold_breakdown(HAND_POST, "I (26M) found out my bf cheated on me.")
+    swapped = W.gold_breakdown(HAND_POST, "I (26M) found out my bf cheated on me.")
     assert len(swapped["error_list"]) == 1 and not swapped["covered"]["narrator"]
 
 
 def test_error_analysis_counts_by_hand():
     good = "My boyfriend (26M) of 3 years cheated on me. We share a lease."
     bad = "My boyfriend (29M) of 5 years cheated on me. I feel so angry."  # wrong tag, duration, feeling
-    out = S.error_analysis([HAND_POST, HAND_POST], [good, bad])
+    out = W.error_analysis([HAND_POST, HAND_POST], [good, bad])
     assert out["errors"] == {"tag": 50.0, "duration": 50.0, "feeling": 50.0}
     assert out["covered"]["event"] == 100.0 and out["covered"]["relation"] == 100.0
     assert out["covered"]["other_age"] == 50.0 and out["covered"]["quantity"] == 50.0
     assert out["covered"]["complication"] == 50.0 and out["covered"]["feeling"] == 0.0
-    with pytest.raises(S.SyntheticWorldError):
-        S.error_analysis([HAND_POST], [])
+    with pytest.raises(W.SyntheticWorldError):
+        W.error_analysis([HAND_POST], [])
 
 
 def test_gold_orderings_on_many_posts(posts):
@@ -223,22 +226,22 @@ def test_gold_orderings_on_many_posts(posts):
     wins = {"ref>drop": 0, "drop>swap": 0, "ref>invent": 0, "complete>ref": 0, "garbage lowest": 0}
     incomplete = 0
     for p in posts:
-        ref = S.gold_score(p, p.summary)
-        drop = S.gold_score(p, S.perturb(p, "drop_fact", rng))
-        swap = S.gold_score(p, S.perturb(p, "swap_value", rng))
+        ref = W.gold_score(p, p.summary)
+        drop = W.gold_score(p, W.perturb(p, "drop_fact", rng))
+        swap = W.gold_score(p, W.perturb(p, "swap_value", rng))
         wins["ref>drop"] += ref > drop
         wins["drop>swap"] += drop > swap
-        wins["ref>invent"] += ref > S.gold_score(p, S.perturb(p, "invent_fact", rng))
+        wins["ref>invent"] += ref > W.gold_score(p, W.perturb(p, "invent_fact", rng))
         if not all(p.facts["reference"]["keep"].values()):
             incomplete += 1
-            wins["complete>ref"] += S.gold_score(p, S.complete_summary(p)) > ref
-        others = [S.gold_score(p, S.perturb(p, k, rng)) for k in S.PERTURBATIONS if k not in ("salad", "empty")]
-        garbage = [S.gold_score(p, S.perturb(p, k, rng)) for k in ("salad", "empty")]
+            wins["complete>ref"] += W.gold_score(p, W.complete_summary(p)) > ref
+        others = [W.gold_score(p, W.perturb(p, k, rng)) for k in W.PERTURBATIONS if k not in ("salad", "empty")]
+        garbage = [W.gold_score(p, W.perturb(p, k, rng)) for k in ("salad", "empty")]
         wins["garbage lowest"] += max(garbage) < min(others + [ref])
     assert incomplete > 150
     for name, count in wins.items():
         assert count >= 0.95 * (incomplete if name == "complete>ref" else len(posts)), name
-    assert S.gold_score(p, "") == S.EMPTY_SCORE and S.gold_score(p, " \n ") == S.EMPTY_SCORE
+    assert W.gold_score(p, "") == W.EMPTY_SCORE and W.gold_score(p, " \n ") == W.EMPTY_SCORE
 
 
 def test_length_repetition_and_word_salad():
@@ -246,25 +249,25 @@ def test_length_repetition_and_word_salad():
     long = ref + " I work as a nurse at a small clinic. It has been raining all week here. " \
                  "I have been going to the gym a lot lately. I like hiking and cooking."
     words = len(long.split())
-    b = S.gold_breakdown(HAND_POST, long)
-    assert b["terms"]["length"] == pytest.approx(-S.LENGTH_PENALTY * (1.3 * words - 48))
-    assert b["score"] < S.gold_score(HAND_POST, ref)
+    b = W.gold_breakdown(HAND_POST, long)
+    assert b["terms"]["length"] == pytest.approx(-W.LENGTH_PENALTY * (1.3 * words - 48))
+    assert b["score"] < W.gold_score(HAND_POST, ref)
 
     twice = "my bf cheated on me. my bf cheated on me."
     tokens = twice.replace(".", "").split()
     trigrams = [tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)]
     repeats = sum(trigrams[i] in trigrams[:i] for i in range(len(trigrams)))  # plain loop: 3
-    b = S.gold_breakdown(HAND_POST, twice)
+    b = W.gold_breakdown(HAND_POST, twice)
     assert b["repeats"] == repeats == 3
-    assert b["terms"]["repetition"] == -S.REPEAT_PENALTY * 3
-    assert b["score"] < S.gold_score(HAND_POST, "my bf cheated on me.")
+    assert b["terms"]["repetition"] == -W.REPEAT_PENALTY * 3
+    assert b["score"] < W.gold_score(HAND_POST, "my bf cheated on me.")
 
     salad = "lease share years. (26M) my We cheated a of on 3 me boyfriend"
     nonsense = "zorp quantum blimp glorx frobnicate widget"
     for garbage in (salad, nonsense):
-        b = S.gold_breakdown(HAND_POST, garbage)
+        b = W.gold_breakdown(HAND_POST, garbage)
         assert b["fluency"] < 0.5 and b["score"] < 0
-    assert S.gold_breakdown(HAND_POST, nonsense)["oov"] == 1.0
+    assert W.gold_breakdown(HAND_POST, nonsense)["oov"] == 1.0
 
 
 def test_weights_change_the_ordering():
@@ -276,30 +279,30 @@ def test_weights_change_the_ordering():
     short = "My boyfriend cheated on me."
 
     def prefers(a, b, weights=None):
-        return S.gold_preference(HAND_POST, a, b, weights) == 1.0
+        return W.gold_preference(HAND_POST, a, b, weights) == 1.0
 
     assert prefers(complication, feeling) and prefers(feeling, complication, {"feelings": 3, "events": 0.5})
     assert prefers(feeling, question) and prefers(question, feeling, {"question": 2})
     assert prefers(full, short) and prefers(short, full, {"brevity": 10})
     casual = "My bf (26M) cheated on me and I'm so betrayed."
     formal = "My boyfriend (26M) cheated on me and I am so betrayed."
-    assert S.gold_breakdown(HAND_POST, casual)["style"] == -1.0
-    assert S.gold_breakdown(HAND_POST, formal)["style"] == 1.0
+    assert W.gold_breakdown(HAND_POST, casual)["style"] == -1.0
+    assert W.gold_breakdown(HAND_POST, formal)["style"] == 1.0
     assert prefers(casual, formal)  # neutral by default: only one word shorter
-    assert S.gold_score(HAND_POST, casual) - S.gold_score(HAND_POST, formal) == pytest.approx(S.BREVITY_COST)
+    assert W.gold_score(HAND_POST, casual) - W.gold_score(HAND_POST, formal) == pytest.approx(W.BREVITY_COST)
     assert prefers(formal, casual, {"formality": 1}) and prefers(casual, formal, {"formality": -1})
-    with pytest.raises(S.SyntheticWorldError):
-        S.gold_score(HAND_POST, casual, {"concision": 1})
+    with pytest.raises(W.SyntheticWorldError):
+        W.gold_score(HAND_POST, casual, {"concision": 1})
 
 
 # ---- labelers and comparisons -----------------------------------------------------------
 def test_labeler_matches_the_bradley_terry_probability():
-    labeler = S.Labeler(tau=1.5, seed=4)
+    labeler = W.Labeler(tau=1.5, seed=4)
     n, gap = 20000, 1.0
     picks_a = sum(labeler.choose_scores(gap, 0.0) == 0 for _ in range(n)) / n
     p = 1 / (1 + math.exp(-gap / 1.5))
     assert abs(picks_a - p) < 4 * math.sqrt(p * (1 - p) / n)
-    noiseless = S.Labeler(tau=1e-6)
+    noiseless = W.Labeler(tau=1e-6)
     good, bad = HAND_POST.summary, "My boyfriend cheated."
     assert all(noiseless.choose(HAND_POST, good, bad) == 0 and noiseless.choose(HAND_POST, bad, good) == 1
                for _ in range(20))
@@ -313,42 +316,42 @@ def test_labelers_agree_with_gold_about_75_percent(comparisons):
     # these pairs (another split and seed than the calibration), is close to 75%.
     expected = 0.0
     for r in comparisons[:600]:
-        post = S.post_from_id(r["info"]["id"])
-        a, b = (S.gold_score(post, s["text"]) for s in r["summaries"])
+        post = W.post_from_id(r["info"]["id"])
+        a, b = (W.gold_score(post, s["text"]) for s in r["summaries"])
         assert r["gold_choice"] == (0 if a > b else 1)
-        expected += 1 / (1 + math.exp(-abs(a - b) / S.LABELER_TAU))
+        expected += 1 / (1 + math.exp(-abs(a - b) / W.LABELER_TAU))
     assert abs(expected / 600 - 0.75) < 0.03
 
 
 def test_comparisons_among_several_summaries_per_post():
     # All pairs among up to 4 distinct summaries of each post, posts 0, 1, 2, ... in turn;
     # each pair labeled on its own, gold choices from the judge, labelers still near 75%.
-    records = S.make_comparisons(S.World(0), "valid", 1200, seed=3, summaries_per_post=4)
+    records = W.make_comparisons(W.World(0), "valid", 1200, seed=3, summaries_per_post=4)
     assert len(records) == 1200
     by_post: dict[str, list] = {}
     for r in records:
         by_post.setdefault(r["info"]["id"], []).append(r)
     ids = list(by_post)
-    assert ids == [S.make_post(i, "valid", 0).id for i in range(len(ids))]
+    assert ids == [W.make_post(i, "valid", 0).id for i in range(len(ids))]
     assert 1200 / 6 <= len(ids) < 1200 / 4  # at most 6 pairs a post, most posts have 6
     for post_id, group in list(by_post.items())[:60]:
-        post = S.post_from_id(post_id)
+        post = W.post_from_id(post_id)
         texts = {s["text"] for r in group for s in r["summaries"]}
         pairs = [frozenset(s["text"] for s in r["summaries"]) for r in group]
         assert len(texts) <= 4 and len(set(pairs)) == len(pairs) <= 6
         for r in group:
-            a, b = (S.gold_score(post, s["text"]) for s in r["summaries"])
+            a, b = (W.gold_score(post, s["text"]) for s in r["summaries"])
             assert a != b and r["gold_choice"] == (0 if a > b else 1)
     agreement = sum(r["choice"] == r["gold_choice"] for r in records) / len(records)
     assert 0.70 <= agreement <= 0.80
-    with pytest.raises(S.SyntheticWorldError, match="summaries_per_post"):
-        S.make_comparisons(S.World(0), "valid", 3, summaries_per_post=1)
+    with pytest.raises(W.SyntheticWorldError, match="summaries_per_post"):
+        W.make_comparisons(W.World(0), "valid", 3, summaries_per_post=1)
 
 
 def test_comparisons_with_policy_samples():
-    posts = S.World(0).posts("train", 3)
-    samples = {p.id: [S.complete_summary(p), p.summary + " So yeah.", "my bf cheated"] for p in posts}
-    records = S.make_comparisons(S.World(0), "train", 12, seed=1, policy_samples=samples)
+    posts = W.World(0).posts("train", 3)
+    samples = {p.id: [W.complete_summary(p), p.summary + " So yeah.", "my bf cheated"] for p in posts}
+    records = W.make_comparisons(W.World(0), "train", 12, seed=1, policy_samples=samples)
     assert [r["info"]["id"] for r in records] == [p.id for p in posts] * 4
     for r in records:
         assert "policy" in [s["policy"] for s in r["summaries"]]
@@ -356,9 +359,9 @@ def test_comparisons_with_policy_samples():
 
 
 def test_corpus_is_lazy_deterministic_and_mixed():
-    world = S.World(2)
+    world = W.World(2)
     texts = list(world.corpus(200))
-    assert texts == list(S.World(2).corpus(200))
+    assert texts == list(W.World(2).corpus(200))
     assert list(world.corpus(5, start=100)) == texts[100:105]
     assert all(t.startswith("SUBREDDIT: r/") and "\n\nPOST: " in t for t in texts)
     with_tldr = [(i, t) for i, t in enumerate(texts) if "\n\nTL;DR: " in t]
@@ -366,25 +369,25 @@ def test_corpus_is_lazy_deterministic_and_mixed():
     # ... and none of those TL;DRs states a wrong fact, by the gold judge.
     for i, t in with_tldr:
         tldr = t.split("\n\nTL;DR: ", 1)[1]
-        assert S.gold_breakdown(S.make_post(i, "corpus", 2), tldr)["error_list"] == [], tldr
-    post = S.make_post(0, "corpus", 2)
+        assert W.gold_breakdown(W.make_post(i, "corpus", 2), tldr)["error_list"] == [], tldr
+    post = W.make_post(0, "corpus", 2)
     assert texts[0].startswith(f"SUBREDDIT: r/{post.subreddit}\n\nTITLE: {post.title}\n\nPOST: {post.post}")
 
 
 def test_bad_input_is_a_clear_error():
-    for call in (lambda: S.make_post(0, "dev"), lambda: S.post_from_id("t3_abc"),
-                 lambda: S.perturb(HAND_POST, "shout", random.Random(0)), lambda: S.World().posts("train", None),
-                 lambda: S.Labeler(tau=0), lambda: S.export("unused", references_per_post=0)):
-        with pytest.raises(S.SyntheticWorldError):
+    for call in (lambda: W.make_post(0, "dev"), lambda: W.post_from_id("t3_abc"),
+                 lambda: W.perturb(HAND_POST, "shout", random.Random(0)), lambda: W.World().posts("train", None),
+                 lambda: W.Labeler(tau=0), lambda: W.export("unused", references_per_post=0)):
+        with pytest.raises(W.SyntheticWorldError):
             call()
 
 
 # ---- export -------------------------------------------------------------------------------
 def test_export_writes_the_openai_formats(tmp_path, capsys):
-    S.main(["--export", str(tmp_path), "--seed", "5", "--n_train", "4", "--n_valid", "3", "--n_test", "2",
+    main(["--export", str(tmp_path), "--seed", "5", "--n_train", "4", "--n_valid", "3", "--n_test", "2",
             "--n_comparisons", "8"])
     assert "comparisons_valid.jsonl (2 records)" in capsys.readouterr().out
-    # train.jsonl: 4 posts x 4 writers' TL;DRs (S.TRAIN_REFERENCES_PER_POST), as SFT on the world trains
+    # train.jsonl: 4 posts x 4 writers' TL;DRs (W.TRAIN_REFERENCES_PER_POST), as SFT on the world trains
     counts = {"train.jsonl": 16, "valid.jsonl": 3, "test.jsonl": 2, "comparisons_train.jsonl": 8,
               "comparisons_valid.jsonl": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(counts)
@@ -397,19 +400,19 @@ def test_export_writes_the_openai_formats(tmp_path, capsys):
                 assert set(r["info"]) == {"id", "post", "title", "subreddit"}
                 assert [set(s) for s in r["summaries"]] == [{"text", "policy", "note"}] * 2
                 assert r["choice"] in (0, 1) and r["gold_choice"] in (0, 1) and 1 <= r["extra"]["confidence"] <= 9
-                assert S.post_from_id(r["info"]["id"]).post == r["info"]["post"]
+                assert W.post_from_id(r["info"]["id"]).post == r["info"]["post"]
             else:
                 assert set(r) == {"id", "subreddit", "title", "post", "summary"}
-                post = S.post_from_id(r["id"])
+                post = W.post_from_id(r["id"])
                 assert (post.subreddit, post.title, post.post) == (r["subreddit"], r["title"], r["post"])
                 if name != "train.jsonl":
                     assert r["summary"] == post.summary
     train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert train[0]["id"] == "s5-train-000000"
     for i in range(4):  # each post's own reference, then three by other writers, together
-        post = S.post_from_id(train[4 * i]["id"])
+        post = W.post_from_id(train[4 * i]["id"])
         assert [r["id"] for r in train[4 * i: 4 * i + 4]] == [post.id] * 4
-        assert [r["summary"] for r in train[4 * i: 4 * i + 4]] == [post.summary] + S.other_references(post, 3)
-    S.main(["--export", str(tmp_path / "one"), "--n_train", "2", "--n_valid", "0", "--n_test", "0",
+        assert [r["summary"] for r in train[4 * i: 4 * i + 4]] == [post.summary] + W.other_references(post, 3)
+    main(["--export", str(tmp_path / "one"), "--n_train", "2", "--n_valid", "0", "--n_test", "0",
             "--n_comparisons", "0", "--references_per_post", "1"])
     assert len((tmp_path / "one" / "train.jsonl").read_text().splitlines()) == 2
