@@ -44,7 +44,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from plus import sft
+from plus import sft, training
 from plus.gpt import GPT, GPTConfig
 
 MODELS = {  # name -> (config, default micro-batch size, default sequence length)
@@ -125,7 +125,7 @@ def worker(rank: int, world: int, port: int, args, model_name: str, strategy: st
                     model.set_requires_gradient_sync(True)
 
             no_sync = NoSync
-        optimizer = sft.make_optimizer(model, 1e-4, 0.1)
+        optimizer = training.make_optimizer(model, 1e-4, 0.1)
         g = torch.Generator().manual_seed(rank)
         ids = torch.randint(0, 2048, (micro, seq + 1), generator=g)
         batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
@@ -139,8 +139,9 @@ def worker(rank: int, world: int, port: int, args, model_name: str, strategy: st
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             for i in range(args.accumulation):
-                with (no_sync() if i < args.accumulation - 1 else nullcontext()), autocast:
-                    loss_sum, n = sft.sequence_loss_sum(wrapped, batch, device)
+                with no_sync() if i < args.accumulation - 1 else nullcontext():
+                    with autocast:  # the forward and the loss; backward outside
+                        loss_sum, n = sft.sequence_loss_sum(wrapped, batch, device)
                     (loss_sum / n).backward()
             clip()
             optimizer.step()

@@ -7,7 +7,7 @@
     python train.py --stage rm --dataset comparisons.jsonl --eval_dataset a.jsonl b.jsonl
 
 Stage X writes <out_dir>/X/ and, unless --init_from says otherwise, starts from the
-stage before it under the same --out_dir (DESIGN.md). Flags follow OpenRLHF's names.
+stage before it under the same --out_dir (ARCHITECTURE.md). Flags follow OpenRLHF's names.
 A flag left unset takes the stage's own default (see STAGE_DEFAULTS), so one command
 line can drive `--stage all`.
 """
@@ -23,6 +23,7 @@ import torch
 
 from plus import checkpoint, data
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
+from plus.training import DTYPES, resolve_dtype
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
 
@@ -158,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the stage from its saved checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="autocast dtype on CUDA (CPU runs fp32)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="bf16: the forward pass under bf16 autocast (on --device, CPU or CUDA), float32 master "
+                        "weights; default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--strategy", choices=STRATEGIES, default="ddp",
                    help="ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer "
                         "state are sharded over the processes (plus/fsdp.py)")
@@ -183,7 +186,7 @@ def preference_options(args: argparse.Namespace, dataset: str) -> dict:
     """data.load_preference_pairs keyword arguments for `dataset` from the flags (eval.py too)."""
     options = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len, seed=args.seed,
                    # Two of the world's summaries may agree in their first generate_max_len tokens,
-                   # which preference data may not (DESIGN.md, "Bad input"): such pairs are skipped
+                   # which preference data may not (ARCHITECTURE.md, "Bad input"): such pairs are skipped
                    # and counted.
                    on_bad_record="skip" if dataset == "synthetic" else args.on_bad_record)
     if dataset != "synthetic":  # the key flags describe files; the world has one format
@@ -240,6 +243,7 @@ def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> arg
     micro-batch of 32 becomes 16 under torchrun with 2 processes); one the user set is
     kept, and a mismatch is the stage's error to report."""
     merged = argparse.Namespace(**vars(args))
+    merged.dtype = resolve_dtype(args.dtype, args.device)
     defaults = STAGE_DEFAULTS[stage]
     if stage == "sft" and args.dataset == "synthetic":
         defaults = {**defaults, **sft_world_defaults(args.references_per_post or SFT_WORLD_REFERENCES_PER_POST)}

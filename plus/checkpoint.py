@@ -1,6 +1,6 @@
 """Checkpoint directories: save, load and resume, crash-safe.
 
-A checkpoint is a directory (DESIGN.md):
+A checkpoint is a directory (ARCHITECTURE.md):
 
     model.safetensors   every weight, heads and normalization buffers included
     config.json         {"format": "plus", "stage": ..., "model": GPTConfig fields, ...extra}

@@ -5,7 +5,7 @@ every stage reads data the same way and fails the same way on bad input:
 
 * `read_records` yields `(line, record)` from JSONL, JSON (an array of objects) or CSV.
   A malformed record raises `DataError("file:line: what is wrong")` before any training
-  step; with `on_bad_record="skip"` it is skipped and counted instead (DESIGN.md).
+  step; with `on_bad_record="skip"` it is skipped and counted instead (ARCHITECTURE.md).
 * The query format of Stiennon et al. 2020 (and of OpenAI's TL;DR files):
   "SUBREDDIT: r/{subreddit}\\n\\nTITLE: {title}\\n\\nPOST: {post}\\n\\nTL;DR:".
 * Prompts are cut to `prompt_max_len` tokens at a newline (Huang et al. 2024): for the

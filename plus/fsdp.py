@@ -302,7 +302,7 @@ class FullyShardedDataParallel(nn.Module):
             dist.broadcast(flat, src=self.src_rank, group=self.group)
         shard = nn.Parameter(flat[self.rank * shard_numel:(self.rank + 1) * shard_numel].clone(),
                              requires_grad=kind != "frozen")
-        shard.holds_matrices = kind == "matrices"  # read by plus.sft.make_optimizer (weight decay)
+        shard.holds_matrices = kind == "matrices"  # read by plus.training.make_optimizer (weight decay)
         unit.module.register_parameter(f"fsdp_flat_{kind}", shard)
         result = FlatParameter(kind, slots, numel, shard_numel, shard_numel * self.world_size, shard,
                                placeholder=torch.empty(0, dtype=self.compute_dtype, device=device))

@@ -349,8 +349,12 @@ class GPT(nn.Module):
         return self.lm_head(hidden)
 
     def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """A cache in the dtype the keys and values come in: autocast's where autocast is on
+        (bf16 keys in a float32 cache would double its memory for nothing), else the weights'."""
         p = self.tok_emb.weight
-        return KVCache(self.config, batch_size, max_len, p.device, p.dtype)
+        kind = p.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
+        return KVCache(self.config, batch_size, max_len, p.device, dtype)
 
     # ----------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:

@@ -9,7 +9,7 @@
 * Win rate: the fraction of pairwise comparisons a policy wins (Stiennon et al. 2020,
   Fig. 1), with a Wilson score interval (Wilson 1927).
 * Masked statistics over `[B, T]` tensors, where `mask` is 1 on real response tokens.
-  Following the project convention (DESIGN.md), a masked mean is token-level over the
+  Following the project convention (ARCHITECTURE.md), a masked mean is token-level over the
   whole batch, `sum(x * mask) / sum(mask)`, so every token weighs the same however
   long its sequence is. These feed advantage whitening (GAE), the PPO losses, and
   the explained-variance diagnostic that CleanRL logs for the critic.

@@ -54,12 +54,10 @@ Whitening (of advantages, and of rewards when on) uses each process's own rollou
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import time
 from collections import defaultdict
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -77,7 +75,8 @@ from plus.generate import generate, left_pad
 from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
 from plus.metrics import explained_variance, masked_mean
 from plus.ppo_loss import policy_loss, value_loss
-from plus.sft import _truncate_metrics, lr_at, make_optimizer, model_head
+from plus.training import (append_metrics, autocast, check_finite, epoch_order, full_precision, lr_at,
+                           make_optimizer, set_lr, truncate_metrics, unwrap)
 
 SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/step_N: the policy along the run (for eval's over-optimization view)
 
@@ -115,7 +114,7 @@ class PPOConfig:
     save_steps: int = 0               # also save the policy every N updates to <out_dir>/checkpoints/step_N
     seed: int = 0
     device: str = "cpu"
-    dtype: str = "bf16"               # autocast dtype on CUDA (CPU runs fp32)
+    dtype: str = "fp32"               # bf16: forwards under bf16 autocast (train.py: default bf16 on CUDA)
     strategy: str = "ddp"             # ddp: replicate policy and critic; fsdp: shard them (and the reference)
     no_progress: bool = False
 
@@ -157,10 +156,17 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     [B, N]; the hidden state at column P - 1 + t predicts response token t. `model` is a
     GPT, possibly inside DDP. The same function gives the rollout's log-probabilities, the
     reference's and those of every PPO minibatch, so the ratio is exactly 1 before the
-    first update (Detail: one temperature everywhere)."""
+    first update (Detail: one temperature everywhere).
+
+    Under bf16 autocast the decoder runs in bf16, but the output head runs in float32:
+    the PPO ratio, the KL penalty and the entropy compare log-probabilities across
+    models and steps, and bf16 logits (8 bits of mantissa: 0.06 apart at 16) would blur
+    them."""
     P = input_ids.shape[1] - responses.shape[1]
     hidden = model(input_ids, attention_mask=attention_mask)           # [B, P + N, C]
-    logits = model_head(model).logits(hidden[:, P - 1:-1])             # [B, N, V]: only where a response token is predicted
+    weight = unwrap(model).lm_head.weight                              # read after the forward: FSDP gathers it there
+    with full_precision(hidden.device):                                # [B, N, V]: only where a response token is predicted
+        logits = torch.nn.functional.linear(hidden[:, P - 1:-1].float(), weight.float())
     labels = responses.masked_fill(response_mask == 0, IGNORE_INDEX)   # [B, N]
     return token_logprobs(logits, labels, temperature=temperature, return_entropy=return_entropy)
 
@@ -227,12 +233,12 @@ def response_lists(responses: torch.Tensor, response_mask: torch.Tensor) -> list
 
 @torch.no_grad()
 def rollout(policy, ref_policy, critic, score_fn: ScoreFn, tokenizer, prompts: list[list[int]],
-            prompt_indices: list[int], cfg: PPOConfig, generator: torch.Generator, autocast=nullcontext()) -> Rollout:
+            prompt_indices: list[int], cfg: PPOConfig, generator: torch.Generator) -> Rollout:
     """Sample one response per prompt and record everything PPO needs about it."""
     device = torch.device(cfg.device)
     policy.eval()
     prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_id, device)       # Detail: left-padded queries
-    with autocast:
+    with autocast(device, cfg.dtype):
         # Detail: sample at temperature 0.7; each row stops at its first EOS (the sampler
         # masks everything after it, so the response is truncated there).
         samples = generate(policy, prompt_ids, prompt_mask, cfg.generate_max_len, tokenizer.eos_id,
@@ -301,8 +307,8 @@ def train(
         """The global batch of prompt indices of update `step`: a permutation per pass
         over the prompts, a function of (seed, pass)."""
         epoch, offset = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        return order[offset * cfg.rollout_batch_size:(offset + 1) * cfg.rollout_batch_size].tolist()
+        return epoch_order(len(prompts), cfg.seed, epoch)[offset * cfg.rollout_batch_size:
+                                                          (offset + 1) * cfg.rollout_batch_size]
 
     # ---- the four models --------------------------------------------------------------
     for model in (policy, ref_policy, critic):
@@ -314,8 +320,7 @@ def train(
         # The critic never calls its LM head; a parameter without a gradient would stall DDP.
         critic.backbone.lm_head.weight.requires_grad_(False)
     n_params = policy.num_params()
-    bf16 = device.type == "cuda" and cfg.dtype == "bf16"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    bf16 = cfg.dtype == "bf16"
     # DDP or FSDP (cfg.strategy). FSDP swaps the parameters for shards, so the optimizers
     # are built after wrapping. The frozen reference has no gradients for DDP to average;
     # FSDP shards it too, to save its memory.
@@ -334,7 +339,7 @@ def train(
     metrics_path = out_dir / checkpoint.METRICS
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, 0)
+        truncate_metrics(metrics_path, 0)
     saved = {"last": None}  # the newest checkpoint this run wrote, named by the NaN guard
 
     def save(step: int, final: bool):
@@ -350,16 +355,8 @@ def train(
             saved["last"] = path
         barrier(ctx)
 
-    def check_finite(step: int, **quantities: float) -> None:
-        """Stop the run on a NaN or inf, naming the update and the quantity. Every process
-        learns of a bad value anywhere, so all of them stop (none waits in a collective)."""
-        bad = torch.tensor([0.0 if math.isfinite(v) else 1.0 for v in quantities.values()])
-        bad = all_reduce_sum(ctx, bad)
-        for (name, value), flag in zip(quantities.items(), bad.tolist()):
-            if flag:
-                what = "not finite on another process" if math.isfinite(value) else str(value)
-                kept = f"the last saved checkpoint ({saved['last']}) is intact" if saved["last"] else "nothing was saved"
-                raise FloatingPointError(f"[ppo] step {step}: {name} is {what}; {kept}")
+    def guard(step: int, **quantities: float) -> None:
+        check_finite(ctx, "ppo", step, saved["last"], **quantities)
 
     print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts, "
                 f"{cfg.ppo_epochs} epochs x {minibatches_per_epoch} minibatches of {cfg.train_batch_size} "
@@ -376,8 +373,8 @@ def train(
         indices = prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)]
         with full_params(ddp_policy), full_params(sharded_ref), full_params(ddp_critic):
             batch = rollout(policy, ref_policy, critic, score_fn, tokenizer, [prompts[i] for i in indices], indices,
-                            cfg, generator, autocast)
-        check_finite(step + 1, score=float(batch.scores.sum()))
+                            cfg, generator)
+        guard(step + 1, score=float(batch.scores.sum()))
         t_rollout = time.perf_counter() - t0
         mask = batch.response_mask
 
@@ -388,7 +385,7 @@ def train(
         batch.scores = apply_missing_eos_penalty(batch.scores, batch.ended, cfg.missing_eos_penalty)
         kl = kl_penalty(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator) * mask  # [B, N]
         batch.rewards = per_token_rewards(batch.scores, kl, mask, kl_controller.value)
-        check_finite(step + 1, reward=float(batch.rewards.sum()))
+        guard(step + 1, reward=float(batch.rewards.sum()))
         gae_rewards = whiten(batch.rewards, mask, shift_mean=False) if cfg.whiten_rewards else batch.rewards
         advantages, batch.returns = compute_gae(gae_rewards, batch.values, mask, cfg.gamma, cfg.lambd)
         batch.advantages = whiten(advantages, mask)                   # Detail: advantage whitening
@@ -402,10 +399,8 @@ def train(
                 # One schedule scales both rates: warmup, then constant (no decay: a short
                 # run needs its last updates as much as its first).
                 schedule = lr_at(optimizer_step, optimizer_steps, 1.0, warmup, min_lr_ratio=1.0)
-                for optimizer, base in ((policy_optimizer, cfg.learning_rate),
-                                        (critic_optimizer, cfg.critic_learning_rate)):
-                    for group in optimizer.param_groups:
-                        group["lr"] = base * schedule
+                set_lr(policy_optimizer, cfg.learning_rate * schedule)
+                set_lr(critic_optimizer, cfg.critic_learning_rate * schedule)
                 # The losses are token means over the *whole* minibatch (all processes), so
                 # each micro-batch's mean is weighted by its share of the tokens.
                 n_tokens = float(all_reduce_sum(ctx, mask[rows].sum().double()))
@@ -416,8 +411,8 @@ def train(
                         if ctx.enabled and i < len(micro) - 1:  # all-reduce gradients on the last micro-step only
                             stack.enter_context(ddp_policy.no_sync())
                             stack.enter_context(ddp_critic.no_sync())
-                        stack.enter_context(autocast)
-                        pg_loss, vf_loss, stats = minibatch_losses(ddp_policy, ddp_critic, batch, mb, cfg)
+                        with autocast(device, cfg.dtype):  # the forwards and the losses; backward outside
+                            pg_loss, vf_loss, stats = minibatch_losses(ddp_policy, ddp_critic, batch, mb, cfg)
                         tokens = float(mask[mb].sum())
                         weight = tokens / n_tokens * ctx.world_size  # DDP averages over processes
                         ((pg_loss + cfg.vf_coef * vf_loss) * weight).backward()
@@ -425,7 +420,7 @@ def train(
                         minibatch[name] += value * tokens / n_tokens  # summed over processes below
                 policy_norm = clip_grad_norm(ddp_policy, cfg.max_grad_norm)
                 critic_norm = clip_grad_norm(ddp_critic, cfg.max_grad_norm)
-                check_finite(step + 1, policy_loss=minibatch["policy_loss"], value_loss=minibatch["value_loss"],
+                guard(step + 1, policy_loss=minibatch["policy_loss"], value_loss=minibatch["value_loss"],
                              policy_grad_norm=policy_norm, critic_grad_norm=critic_norm)
                 policy_optimizer.step()
                 critic_optimizer.step()
@@ -456,8 +451,7 @@ def train(
         if on_update is not None:
             last.update(on_update(step + 1, batch, last) or {})
         if ctx.is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
+            append_metrics(metrics_path, last)
             bar.set_postfix(score=f"{last['score']:.2f}", kl=f"{last['kl']:.2f}", eos=f"{last['eos_rate']:.2f}",
                             clip=f"{last['clipfrac']:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:

@@ -90,6 +90,14 @@ def scalar_head(n_embd: int) -> nn.Linear:
     return linear
 
 
+def float32_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """`linear(x)` in float32, with autocast off: the scalar heads' outputs (rewards,
+    values) stay float32 under bf16 autocast and for bf16 weights alike."""
+    with torch.autocast(x.device.type, enabled=False):
+        bias = None if linear.bias is None else linear.bias.float()
+        return nn.functional.linear(x.float(), linear.weight.float(), bias)
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Column of the last real (mask = 1) token of each row: [B, T] -> [B] (long).
 
@@ -126,8 +134,9 @@ class RewardHead(nn.Module):
         self.normalization: dict | None = None
 
     def raw(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Unnormalized score: [..., C] -> [...], in float32 whatever the model dtype."""
-        return self.linear(hidden).squeeze(-1).float()
+        """Unnormalized score: [..., C] -> [...], computed in float32 whatever the model
+        dtype and autocast say (a reward is compared across summaries and runs)."""
+        return float32_linear(hidden, self.linear).squeeze(-1)
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return self.gain.float() * raw + self.bias.float()
@@ -182,7 +191,9 @@ class SurpriseTerm(nn.Module):
     def forward(self, logprobs: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
         """[M] log p(y_t) and [M] entropies -> [M] per-token terms, in float32."""
         features = torch.stack([-logprobs.float(), entropy.float()], dim=-1)   # [M, 2]
-        return self.mlp(features.to(self.mlp[0].weight.dtype)).squeeze(-1).float()
+        with torch.autocast(features.device.type, enabled=False):
+            hidden = nn.functional.silu(float32_linear(features, self.mlp[0]))  # [M, hidden]
+            return float32_linear(hidden, self.mlp[2]).squeeze(-1)
 
 
 class RewardModel(nn.Module):

@@ -45,8 +45,6 @@ process and N processes compute the same gradients (plus/sft.py does the same).
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -61,7 +59,8 @@ from plus.data import (PreferencePair, SFTExample, collate_shared_prompts, colla
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
-from plus.sft import _truncate_metrics, lr_at, make_optimizer
+from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
+                           load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics)
 
 CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
@@ -246,11 +245,7 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
-    per_step = args.micro_train_batch_size * ctx.world_size
-    if args.train_batch_size % per_step:
-        raise ValueError(f"--train_batch_size {args.train_batch_size} must be a multiple of "
-                         f"--micro_train_batch_size x processes = {per_step}")
-    accumulation = args.train_batch_size // per_step
+    accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
     steps_per_epoch = len(pairs) // args.train_batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(pairs)} pairs are fewer than one global batch ({args.train_batch_size})")
@@ -266,8 +261,7 @@ def train(
 
     def global_batch(step: int) -> list[int]:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        flat = [i for g in order.tolist() for i in groups[g]]
+        flat = [i for g in epoch_order(len(groups), args.seed, epoch) for i in groups[g]]
         return flat[offset * args.train_batch_size:(offset + 1) * args.train_batch_size]
 
     # ---- model, optimizer, (resume) ---------------------------------------------------
@@ -287,25 +281,23 @@ def train(
         model.backbone.lm_head.weight.requires_grad_(False)
     model.to(device).train()
     n_params = model.backbone.num_params()
-    bf16 = device.type == "cuda" and args.dtype == "bf16"
+    bf16 = args.dtype == "bf16"
     # DDP or FSDP (--strategy); FSDP swaps the parameters for shards: optimizer after wrapping.
     ddp_model = wrap_model(model, ctx, args.strategy, param_dtype=torch.bfloat16 if bf16 else None)
     optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
     metrics_path = out_dir / checkpoint.METRICS
     start_step = 0
     if args.resume:  # the weights were loaded from out_dir by the caller
-        state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
-        if state.get("stage") != "rm":
-            raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not 'rm'")
+        state, opt_state, rng = load_resume_state(out_dir, "rm")
         load_optimizer_state(ddp_model, optimizer, opt_state)
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
         print0(ctx, f"[rm] resuming from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, start_step)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+        truncate_metrics(metrics_path, start_step)
     eval_batch = 4 * args.micro_train_batch_size
+    saved = {"last": out_dir if args.resume else None}  # the newest checkpoint, named by the NaN guard
 
     def save(step: int):
         weights, opt = gather_for_save(ddp_model, optimizer)  # FSDP: every process takes part
@@ -313,6 +305,7 @@ def train(
             model.save(out_dir, tokenizer, extra_config=config, optimizer=opt, metrics_file=metrics_path,
                        state_dict=weights,
                        trainer_state={"stage": "rm", "step": step, "max_steps": max_steps, "seed": args.seed})
+        saved["last"] = out_dir
         barrier(ctx)
 
     print0(ctx, f"[rm] {len(pairs)} pairs, {max_steps} steps of {args.train_batch_size} "
@@ -325,8 +318,7 @@ def train(
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, max_steps, args.learning_rate, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
 
         # Each rank takes its slice of the global batch and splits it into micro-batches.
         mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
@@ -344,12 +336,13 @@ def train(
             # Gradients are all-reduced only on the last micro-step; DDP averages them over
             # ranks, hence the world-size factor next to the global counts.
             sync = i == len(micro_batches) - 1
-            with (nullcontext() if sync or not ctx.enabled else ddp_model.no_sync()), autocast:
-                chosen, rejected, nll_sum = pair_forward(ddp_model, batch, device, with_lm)
-                bt_sum = bradley_terry_loss(chosen, rejected, batch["margin"].to(device)) * chosen.numel()
-                loss = bt_sum / n_pairs
-                if with_lm:
-                    loss = loss + args.lm_loss_coeff * nll_sum / n_lm_tokens
+            with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
+                with autocast(device, args.dtype):  # the forward and the loss; backward outside
+                    chosen, rejected, nll_sum = pair_forward(ddp_model, batch, device, with_lm)
+                    bt_sum = bradley_terry_loss(chosen, rejected, batch["margin"].to(device)) * chosen.numel()
+                    loss = bt_sum / n_pairs
+                    if with_lm:
+                        loss = loss + args.lm_loss_coeff * nll_sum / n_lm_tokens
                 (loss * ctx.world_size).backward()
             chosen, rejected = chosen.detach().double(), rejected.detach().double()
             sums += torch.tensor([float(bt_sum.detach()), float(nll_sum.detach()) if with_lm else 0.0,
@@ -357,13 +350,11 @@ def train(
                                   float(chosen.sum()), float(rejected.sum()),
                                   float((batch["segment_ids"] >= 0).sum())], dtype=torch.float64)
         grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
         bt, nll, hits, chosen_sum, rejected_sum, tokens = all_reduce_sum(ctx, sums).tolist()
         loss = bt / n_pairs + (args.lm_loss_coeff * nll / n_lm_tokens if with_lm else 0.0)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"[rm] step {step + 1}: loss is {loss}; the last saved checkpoint is intact")
+        check_finite(ctx, "rm", step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         last = {"step": step + 1, "loss": loss, "bt_loss": bt / n_pairs, "accuracy": hits / n_pairs,
                 "chosen_reward": chosen_sum / n_pairs, "rejected_reward": rejected_sum / n_pairs,
@@ -374,8 +365,7 @@ def train(
             with full_params(ddp_model):  # FSDP: the ranks' shares of the eval pairs may differ in size
                 last.update(flat_eval_metrics(evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)))
         if ctx.is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
+            append_metrics(metrics_path, last)
             shown = {k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")}
             bar.set_postfix(pairs_s=f"{last['pairs_per_s']:.1f}", **shown)
         if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:

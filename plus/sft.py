@@ -16,14 +16,11 @@ Read top to bottom: derived sizes, data order, model and optimizer, (resume), th
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from kernels import fused_linear_token_logprobs
@@ -31,28 +28,8 @@ from plus import checkpoint
 from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
-from plus.fsdp import FullyShardedDataParallel
-
-
-def lr_at(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
-    """Linear warmup for `warmup` steps, then cosine decay to min_lr_ratio * lr."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
-    # Decay only the matrices (linear weights, embeddings); biases and norm gains keep
-    # their scale. Parameters are deduplicated, so a tied head is stepped once. FSDP's
-    # flat shards are 1-D; each says whether it holds matrices (plus/fsdp.py).
-    params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
-    matrix = [getattr(p, "holds_matrices", p.dim() >= 2) for p in params]
-    groups = [
-        {"params": [p for p, m in zip(params, matrix) if m], "weight_decay": weight_decay},
-        {"params": [p for p, m in zip(params, matrix) if not m], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=eps)
+from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
+                           load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
 
 
 def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
@@ -63,22 +40,17 @@ def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
     labels = batch["labels"].to(device)
     if "segment_ids" in batch:
         hidden = model(input_ids, segment_ids=batch["segment_ids"].to(device))    # [R, T, C]
-        weight = model_head(model).lm_head.weight  # read after the forward: FSDP gathers it there
+        weight = unwrap(model).lm_head.weight  # read after the forward: FSDP gathers it there
         at = batch["labels_at"].to(device)                                       # [M, 2]
-        logprobs = fused_linear_token_logprobs(hidden[at[:, 0], at[:, 1]], weight.to(hidden.dtype), labels)
+        logprobs = fused_linear_token_logprobs(hidden[at[:, 0], at[:, 1]], weight, labels)
         return -logprobs.sum(), labels.numel()
     mask = batch.get("attention_mask")
     hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))  # [B, T, C]
     # The head and the log-softmax in one op that never builds logits for ignored
     # positions (the prompt, the padding): in SFT most positions are prompt.
-    weight = model_head(model).lm_head.weight
-    logprobs = fused_linear_token_logprobs(hidden, weight.to(hidden.dtype), labels)  # [B, T], 0 where ignored
+    weight = unwrap(model).lm_head.weight
+    logprobs = fused_linear_token_logprobs(hidden, weight, labels)  # [B, T], 0 where ignored
     return -logprobs.sum(), int((labels != IGNORE_INDEX).sum())
-
-
-def model_head(model):
-    """The model inside a DDP or FSDP wrapper (for its head)."""
-    return model.module if isinstance(model, (DistributedDataParallel, FullyShardedDataParallel)) else model
 
 
 @torch.no_grad()
@@ -112,12 +84,7 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
-    per_step = args.micro_train_batch_size * ctx.world_size
-    if args.train_batch_size % per_step:
-        raise ValueError(
-            f"--train_batch_size {args.train_batch_size} must be a multiple of "
-            f"--micro_train_batch_size x processes = {per_step}")
-    accumulation = args.train_batch_size // per_step
+    accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
     steps_per_epoch = dataset_size // args.train_batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{dataset_size} {unit} are fewer than one global batch ({args.train_batch_size})")
@@ -128,33 +95,32 @@ def train(
     # a resumed run sees exactly the batches the uninterrupted one would have.
     def global_batch(step: int) -> list[int]:
         epoch, offset = divmod(step, steps_per_epoch)
-        order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        return order[offset * args.train_batch_size:(offset + 1) * args.train_batch_size].tolist()
+        return epoch_order(dataset_size, args.seed, epoch)[offset * args.train_batch_size:
+                                                           (offset + 1) * args.train_batch_size]
 
     # ---- model, optimizer, (resume) ---------------------------------------------------
     model.to(device).train()
     metrics_path = out_dir / checkpoint.METRICS
     start_step, opt_state = 0, None
     if args.resume:
-        state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
-        if state.get("stage") != stage:
-            raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not {stage!r}")
+        state, opt_state, rng = load_resume_state(out_dir, stage)
         checkpoint.load_into(model, checkpoint.load_state_dict(out_dir, device))
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
         print0(ctx, f"[{stage}] resuming from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint
+        truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint
     n_params = model.num_params()
-    bf16 = device.type == "cuda" and args.dtype == "bf16"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    bf16 = args.dtype == "bf16"
     # DDP or FSDP (--strategy). FSDP swaps the parameters for this process's shards, so
     # the optimizer is built after wrapping.
     ddp_model = wrap_model(model, ctx, args.strategy, param_dtype=torch.bfloat16 if bf16 else None)
     optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
     if opt_state is not None:
         load_optimizer_state(ddp_model, optimizer, opt_state)
+
+    saved = {"last": out_dir if args.resume else None}  # the newest checkpoint, named by the NaN guard
 
     def save(step: int):
         weights, opt = gather_for_save(ddp_model, optimizer)  # FSDP: every process takes part
@@ -163,6 +129,7 @@ def train(
                 out_dir, model, config, tokenizer=tokenizer, optimizer=opt, state_dict=weights,
                 trainer_state={"stage": stage, "step": step, "max_steps": max_steps, "seed": args.seed},
                 metrics_file=metrics_path)
+        saved["last"] = out_dir
         barrier(ctx)
 
     print0(ctx, f"[{stage}] {dataset_size} {unit}, {max_steps} steps of {args.train_batch_size} "
@@ -174,8 +141,7 @@ def train(
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, max_steps, args.learning_rate, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
 
         # Each rank takes its slice of the global batch and splits it into micro-batches.
         mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
@@ -191,17 +157,16 @@ def train(
             # Gradients are all-reduced only on the last micro-step; before that there is
             # nothing to gain from syncing partial sums.
             sync = i == len(micro_batches) - 1
-            with (nullcontext() if sync or not ctx.enabled else ddp_model.no_sync()), autocast:
-                loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
+            with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
+                with autocast(device, args.dtype):  # the forward and the loss; backward outside
+                    loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
                 (loss_sum * ctx.world_size / n_tokens).backward()
             loss_total += float(loss_sum.detach())
         grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
+        loss = float(all_reduce_sum(ctx, torch.tensor(loss_total, dtype=torch.float64))) / n_tokens
+        check_finite(ctx, stage, step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-
-        loss = float(all_reduce_sum(ctx, torch.tensor(loss_total, dtype=torch.float64))) / n_tokens
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"[{stage}] step {step + 1}: loss is {loss}; the last saved checkpoint is intact")
         dt = time.perf_counter() - t0
         tokens = sum(int(b["input_ids"].numel()) for b in micro_batches) * ctx.world_size
         last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
@@ -210,8 +175,7 @@ def train(
             with full_params(ddp_model):  # FSDP: ranks may hold different numbers of eval batches
                 last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
         if ctx.is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
+            append_metrics(metrics_path, last)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
                             **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
         if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
@@ -220,10 +184,3 @@ def train(
     save(max_steps)
     return last
 
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep only the metrics lines up to `step` (all of them are dropped for a fresh run)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from plus.gpt import GPT, GPTConfig
-from plus.reward_head import RewardModel, scalar_head
+from plus.reward_head import RewardModel, float32_linear, scalar_head
 
 
 class ValueHead(nn.Module):
@@ -45,8 +45,8 @@ class ValueHead(nn.Module):
         self.linear = scalar_head(n_embd)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, T, C] -> [B, T], in float32 whatever the model dtype."""
-        return self.linear(hidden).squeeze(-1).float()
+        """[B, T, C] -> [B, T], computed in float32 whatever the model dtype and autocast say."""
+        return float32_linear(hidden, self.linear).squeeze(-1)
 
 
 class Critic(nn.Module):

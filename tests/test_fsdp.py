@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 import train
-from plus import checkpoint, sft
+from plus import checkpoint, sft, training
 from plus.data import IGNORE_INDEX
 from plus.distributed import load_optimizer_state
 from plus.fsdp import FSDP
@@ -77,7 +77,7 @@ def train_steps(model, optimizer, clip, no_sync, steps, world=1, rank=0, accumul
     (times the world size: the gradient is averaged over ranks). Returns (loss, grad norm)
     per step."""
     out = []
-    vocab = sft.model_head(model).config.vocab_size
+    vocab = training.unwrap(model).config.vocab_size
     for step in steps:
         ids, labels = global_batch(step, vocab)
         n_tokens = int((labels != IGNORE_INDEX).sum())
@@ -103,7 +103,7 @@ def reference(family: str) -> tuple[list[tuple[float, float]], dict[str, torch.T
     """Single process, whole global batch: (loss, grad norm) per step, the final weights,
     and the bytes of parameters + gradients + optimizer state."""
     model = new_model(family)
-    optimizer = sft.make_optimizer(model, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(model, LR, WEIGHT_DECAY)
     log = train_steps(model, optimizer, lambda m: torch.nn.utils.clip_grad_norm_(model.parameters(), m),
                       nullcontext, range(STEPS))
     return log, {k: v.detach().clone() for k, v in model.state_dict().items()}, tensor_bytes(model, optimizer)
@@ -156,7 +156,7 @@ def fsdp_run(family, world, rank, out_dir, group=None) -> dict:
     original = {k: v.clone() for k, v in model.state_dict().items()}
     fsdp = FSDP(model, process_group=group)
     roundtrip = fsdp.full_state_dict()  # before any step: the sharded-then-gathered weights
-    optimizer = sft.make_optimizer(model, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(model, LR, WEIGHT_DECAY)
     log = []
     for i, steps in enumerate((range(SAVE_AT), range(SAVE_AT, STEPS))):
         log += train_steps(fsdp, optimizer, fsdp.clip_grad_norm_, fsdp.no_sync, steps, world, rank, ACCUMULATION,
@@ -182,7 +182,7 @@ def resume_run(family, world, rank, ckpt, group=None) -> dict:
     model = new_model(family, seed=1)
     fsdp = FSDP(model, process_group=group)
     fsdp.load_full_state_dict(checkpoint.load_state_dict(ckpt))
-    optimizer = sft.make_optimizer(model, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(model, LR, WEIGHT_DECAY)
     _, opt_state, _ = checkpoint.load_trainer_state(ckpt)
     load_optimizer_state(fsdp, optimizer, opt_state)
     log = train_steps(fsdp, optimizer, fsdp.clip_grad_norm_, fsdp.no_sync, range(SAVE_AT, STEPS), world, rank,
@@ -200,7 +200,7 @@ def fsdp2_run(family, world, rank) -> dict:
     for block in model.blocks:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    optimizer = sft.make_optimizer(model, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(model, LR, WEIGHT_DECAY)
 
     class NoSync:  # FSDP2's spelling of no_sync
         def __enter__(self):
@@ -300,7 +300,7 @@ def test_checkpoint_loads_in_single_process_code(runs, references):
     model = GPT(GPTConfig.from_dict(checkpoint.load_config(runs[1] / "gpt2-2")["model"]))  # a plain GPT, no FSDP
     checkpoint.load_into(model, checkpoint.load_state_dict(runs[1] / "gpt2-2"))
     ref = new_model("gpt2")
-    optimizer = sft.make_optimizer(ref, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(ref, LR, WEIGHT_DECAY)
     train_steps(ref, optimizer, lambda m: torch.nn.utils.clip_grad_norm_(ref.parameters(), m), nullcontext,
                 range(SAVE_AT))
     for name, value in ref.state_dict().items():
@@ -397,19 +397,19 @@ def test_mixed_precision_computes_in_bf16_and_reduces_in_float32():
 def test_strategy_mismatch_and_foreign_state_are_clear_errors():
     model = new_model("gpt2")
     fsdp = FSDP(model)
-    optimizer = sft.make_optimizer(model, LR, WEIGHT_DECAY)
+    optimizer = training.make_optimizer(model, LR, WEIGHT_DECAY)
     plain = new_model("gpt2")
-    ddp_state = sft.make_optimizer(plain, LR, WEIGHT_DECAY).state_dict()
+    ddp_state = training.make_optimizer(plain, LR, WEIGHT_DECAY).state_dict()
     with pytest.raises(ValueError, match="saved with --strategy ddp"):
         load_optimizer_state(fsdp, optimizer, ddp_state)
     sharded = fsdp.optimizer_state_dict(optimizer)
     assert sharded["world_size"] == 1
     with pytest.raises(ValueError, match="saved with --strategy fsdp over 1 processes"):
-        load_optimizer_state(plain, sft.make_optimizer(plain, LR, WEIGHT_DECAY), sharded)
+        load_optimizer_state(plain, training.make_optimizer(plain, LR, WEIGHT_DECAY), sharded)
     other = new_model("llama")
     other_fsdp = FSDP(other)
     with pytest.raises(ValueError, match="saved for a different model"):
-        other_fsdp.load_optimizer_state_dict(sft.make_optimizer(other, LR, WEIGHT_DECAY), sharded)
+        other_fsdp.load_optimizer_state_dict(training.make_optimizer(other, LR, WEIGHT_DECAY), sharded)
     with pytest.raises(ValueError, match="missing"):
         other_fsdp.load_full_state_dict(plain.state_dict())
 

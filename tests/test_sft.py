@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import train
-from plus import checkpoint, data, sft
+from plus import checkpoint, data, sft, training
 from plus.tokenizer import Tokenizer
 
 
@@ -37,10 +37,10 @@ def test_sft_loss_by_hand_with_prompt_masking():
 
 
 def test_lr_schedule_by_hand():
-    assert sft.lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
-    assert sft.lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
-    assert sft.lr_at(55, 100, 1.0, warmup=10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert sft.lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert training.lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert training.lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert training.lr_at(55, 100, 1.0, warmup=10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert training.lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,162 @@
+"""What every training loop here does alike: schedule, optimizer, data order, precision,
+metrics, resume, the NaN guard.
+
+The three loops (`sft.py` for pretraining and SFT, `reward_trainer.py`, `ppo.py`) each
+read top to bottom in the order their paper describes; the pieces they share live here,
+so each loop shows only what is particular to its stage.
+
+* Schedule: linear warmup, then cosine decay to a floor (`lr_at`).
+* Optimizer: AdamW with weight decay on matrices only (`make_optimizer`).
+* Data order: a permutation per epoch that is a function of (seed, epoch) alone
+  (`epoch_order`), so a run resumed at step k sees exactly the batches the uninterrupted
+  run saw from step k on.
+* Mixed precision (`autocast`): `--dtype bf16` runs the forward pass and the loss under
+  `torch.autocast(device, bfloat16)` on CPU and CUDA alike; `backward()` runs outside it,
+  as PyTorch's AMP recipe says. The master weights, the optimizer state and the gradients
+  stay float32; log-probabilities, KL, rewards and values come out in float32.
+* Metrics: one JSON object per line in `metrics.jsonl`; a resumed run first cuts the file
+  back to its step (`truncate_metrics`).
+* Resume: `load_resume_state` checks that a checkpoint belongs to the stage resuming it.
+* The NaN guard (`check_finite`): a loss, score or gradient norm that is NaN or inf stops
+  the run on every process, naming the step, the quantity and the last checkpoint saved,
+  before the optimizer writes the bad values into the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from plus import checkpoint
+from plus.distributed import Dist, all_reduce_sum
+from plus.fsdp import FullyShardedDataParallel
+
+DTYPES = ("fp32", "bf16")
+
+
+def lr_at(step: int, max_steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup for `warmup` steps, then cosine decay to min_lr_ratio * lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW, betas (0.9, 0.95). Decay only the matrices (linear weights, embeddings);
+    biases and norm gains keep their scale. Parameters are deduplicated, so a tied head is
+    stepped once. FSDP's flat shards are 1-D; each says whether it holds matrices
+    (plus/fsdp.py). On CUDA the fused implementation: one kernel for all parameters."""
+    params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+    matrix = [getattr(p, "holds_matrices", p.dim() >= 2) for p in params]
+    groups = [
+        {"params": [p for p, m in zip(params, matrix) if m], "weight_decay": weight_decay},
+        {"params": [p for p, m in zip(params, matrix) if not m], "weight_decay": 0.0},
+    ]
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=eps, **({"fused": True} if fused else {}))
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP or FSDP wrapper (for its heads and config)."""
+    return model.module if isinstance(model, (DistributedDataParallel, FullyShardedDataParallel)) else model
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of `n` examples in `epoch`: a permutation that depends on (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+
+
+def check_batch_sizes(train_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Gradient-accumulation steps per optimizer step: the global batch is micro batch x
+    accumulation x processes, so the first must be a multiple of the other two."""
+    per_step = micro_batch_size * world_size
+    if train_batch_size % per_step:
+        raise ValueError(f"--train_batch_size {train_batch_size} must be a multiple of "
+                         f"--micro_train_batch_size x processes = {per_step}")
+    return train_batch_size // per_step
+
+
+# ----------------------------------------------------------------------------------------
+# Mixed precision
+
+def resolve_dtype(dtype: str | None, device: torch.device | str) -> str:
+    """The training dtype: as given, or by default bf16 on CUDA and fp32 elsewhere (a CPU
+    runs bf16 matmuls no faster than fp32 and rounds them, so fp32 is the CPU default)."""
+    if dtype is None:
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def autocast(device: torch.device | str, dtype: str):
+    """The context the forward pass and the loss run in: bf16 autocast on `device`'s type
+    for "bf16", nothing for "fp32". Never wrap backward() in it: the backward of each op
+    runs in the dtype its forward ran in, and a custom Function replays its own choice."""
+    if dtype == "fp32":
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def full_precision(device: torch.device | str):
+    """A region where autocast is off: the numbers RLHF compares across models and steps
+    (log-probabilities, KL, rewards, values) are computed here in float32."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on `tensor` runs in at this point: autocast's, where autocast is
+    on for the tensor's device, else the tensor's own."""
+    kind = tensor.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return tensor.dtype
+
+
+# ----------------------------------------------------------------------------------------
+# Metrics, resume, the NaN guard
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics lines up to `step` (all of them are dropped for a fresh run)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def load_resume_state(out_dir: Path, stage: str) -> tuple[dict, dict, dict]:
+    """(trainer_state, optimizer state, RNG state) of the checkpoint in `out_dir`, which
+    must have been written by `stage`."""
+    state, opt_state, rng = checkpoint.load_trainer_state(out_dir)
+    if state.get("stage") != stage:
+        raise ValueError(f"{out_dir}: --resume found a {state.get('stage')!r} checkpoint, not {stage!r}")
+    return state, opt_state, rng
+
+
+def check_finite(ctx: Dist, stage: str, step: int, last_saved: Path | str | None, **quantities: float) -> None:
+    """Stop on a NaN or inf among `quantities`, naming the step and the quantity. Every
+    process learns of a bad value anywhere, so all of them stop (none waits in a
+    collective)."""
+    bad = torch.tensor([0.0 if math.isfinite(v) else 1.0 for v in quantities.values()])
+    bad = all_reduce_sum(ctx, bad)
+    for (name, value), flag in zip(quantities.items(), bad.tolist()):
+        if flag:
+            what = "not finite on another process" if math.isfinite(value) else str(value)
+            kept = f"the last saved checkpoint ({last_saved}) is intact" if last_saved else "nothing was saved"
+            raise FloatingPointError(f"[{stage}] step {step}: {name} is {what}; {kept}")
