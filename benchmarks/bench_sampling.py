@@ -1,8 +1,8 @@
 """Sampling speed: the KV-cache sampler (plus/generate.py) against recomputing the whole
 sequence at every step.
 
-    python bench_sampling.py                         # the demo model size, random weights, 2 threads
-    python bench_sampling.py --checkpoint runs/demo/sft --batch_size 64 --new_tokens 48
+    python -m benchmarks.bench_sampling                         # the demo model size, random weights, 2 threads
+    python -m benchmarks.bench_sampling --checkpoint runs/demo/sft --batch_size 64 --new_tokens 48
 
 Without a cache, step t runs the decoder over all P + t tokens again, so sampling N
 tokens costs about N * (P + N/2) token-forwards; with the cache each step runs one

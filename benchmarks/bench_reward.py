@@ -1,8 +1,8 @@
 """Reward-model training speed: each prompt computed once for all of its comparisons
 (`plus.data.collate_shared_prompts`) against one row per (prompt, response) sequence.
 
-    python bench_reward.py                                   # the demo SFT checkpoint, 2 threads
-    python bench_reward.py --checkpoint runs/demo/sft --pairs 512 --micro_batch 32
+    python -m benchmarks.bench_reward                                   # the demo SFT checkpoint, 2 threads
+    python -m benchmarks.bench_reward --checkpoint runs/demo/sft --pairs 512 --micro_batch 32
 
 A comparison of two summaries of a post needs r(post, a) and r(post, b). Scored as two
 rows, the post (about 125 tokens) is computed twice next to two summaries of about 28;

@@ -1,8 +1,8 @@
 """SFT speed: a post packed once with several of its reference summaries
 (`plus.data.collate_sft_packed`) against a right-padded row per (post, summary).
 
-    python bench_sft.py                                     # the demo pretrained model, 2 threads
-    python bench_sft.py --checkpoint runs/demo/pretrain --summaries 16 --repeats 15
+    python -m benchmarks.bench_sft                                     # the demo pretrained model, 2 threads
+    python -m benchmarks.bench_sft --checkpoint runs/demo/pretrain --summaries 16 --repeats 15
 
 A world post is about 80% of an SFT row's tokens, and the loss is on the summary alone.
 With one summary per post, packing changes nothing but the attention mask; with k

@@ -1,9 +1,9 @@
 """Step time and per-process memory of training under DDP, this project's FSDP
 (plus/fsdp.py) and torch's FSDP2 (`torch.distributed.fsdp.fully_shard`).
 
-    python bench_fsdp.py                                     # both models, 2 gloo processes on the CPU
-    python bench_fsdp.py --models demo --steps 10
-    python bench_fsdp.py --device cuda --nproc 1 --strategies none fsdp   # the wrapper's cost at world size 1
+    python -m benchmarks.bench_fsdp                                     # both models, 2 gloo processes on the CPU
+    python -m benchmarks.bench_fsdp --models demo --steps 10
+    python -m benchmarks.bench_fsdp --device cuda --nproc 1 --strategies none fsdp   # the wrapper's cost at world size 1
 
 Each (model, strategy) pair runs in fresh processes: random weights, a fixed random batch,
 the pretraining loss of plus/sft.py, --accumulation micro-batches per step (all but the

@@ -1,7 +1,7 @@
 """Benchmark the token-level kernels against eager PyTorch, torch.compile and Liger-Kernel.
 
-    python -m kernels.bench --out bench.json   # CUDA: V in {50257, 151936} x N in {4096, 16384}, bf16
-    python -m kernels.bench --cpu              # no GPU: a tiny timing of the PyTorch reference
+    python -m benchmarks.bench_kernels --out bench.json   # CUDA: V in {50257, 151936} x N in {4096, 16384}, bf16
+    python -m benchmarks.bench_kernels --cpu              # no GPU: a tiny timing of the PyTorch reference
 
 For every (op, vocabulary V, tokens N) it measures, per implementation:
   - forward time under no_grad (a rollout or reference-model pass) and forward+backward
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         device, vocabs, token_counts, copy_bytes = torch.device("cuda"), [50257, 151936], [4096, 16384], 2**30
     else:
         sys.exit(
-            "kernels.bench: no CUDA GPU (torch.cuda.is_available() is False); the Triton kernels need one. "
+            "benchmarks.bench_kernels: no CUDA GPU (torch.cuda.is_available() is False); the Triton kernels need one. "
             "Use --cpu for a tiny timing of the PyTorch reference on this CPU."
         )
     vocabs, token_counts = args.vocab or vocabs, args.tokens or token_counts
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         report = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m kernels.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python -m benchmarks.bench_kernels " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine,
             "copy_gbps": copy_gbps,
             "results": [asdict(r) for r in results],
