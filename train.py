@@ -24,14 +24,14 @@ import torch
 from plus import checkpoint, data
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 from plus.training import DTYPES, resolve_dtype
+from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
 
-# Per-stage defaults: the demo settings, sized for a 2-core CPU (see README, BENCHMARKS.md).
-# Pretraining + SFT get 6 minutes, and SFT steps are what buy the skill that matters: the
-# small model learns to copy a duration from the post somewhere between 500 and 1000 SFT
-# steps (teacher-forced, the right number's mean probability was 0.11, chance, after 500
-# steps and 0.99 after 1000), so pretraining is a short warm start and SFT gets the rest.
+# Per-stage defaults: the demo, sized for a 2-core CPU. Of the 6 minutes pretraining and SFT
+# share, pretraining is a short warm start and SFT gets the rest, because SFT steps are what
+# teach the small model to copy a value from the post (BENCHMARKS.md, "Why the demo model
+# is Llama-style").
 # SFT's batch counts prompts (on a file, usually one example each); on the built-in world
 # see sft_world_defaults.
 STAGE_DEFAULTS = {
@@ -45,19 +45,18 @@ STAGE_DEFAULTS = {
     # agreement with it, 80.0% without; seeds differ by about 3 points; BENCHMARKS.md).
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
                eval_steps=200, lm_loss_coeff=0.1),
-    # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; these are the demo's (a
-    # 1M-parameter model learns at a larger rate; 2 epochs per rollout fit more updates in
-    # the time; the gold score still rose from update 16 to 20, BENCHMARKS.md).
-    # save_steps: the policies along the run, for eval.py's over-optimization view.
+    # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; the demo's differ because a
+    # 1M-parameter model takes a larger rate, 2 epochs per rollout leave time for more updates,
+    # and 24 updates stop about where the gold score stops following the proxy reward
+    # (BENCHMARKS.md, "How long PPO runs"). save_steps keeps the policies along the run for
+    # eval.py's over-optimization view.
     "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=24, rollout_batch_size=64,
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
 }
-# SFT on the built-in world: 4 TL;DRs of each post by different writers, packed one row
-# per post, so the post (about 80% of the tokens) is computed once for 4 summaries; a batch
-# is 8 posts, i.e. 32 summaries as on a file. Each step costs about half a step of 32
-# posts, so the same 5 minutes buy 1700 steps and 54k summaries instead of 950 steps and
-# 30k: the SFT win rate rose from 32% to 35-42% (BENCHMARKS.md).
-SFT_WORLD_REFERENCES_PER_POST = 4  # = plus.synthetic.TRAIN_REFERENCES_PER_POST, what --export writes
+# SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
+# is computed once for all of them and the time saved buys more steps of 32 summaries, as
+# on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
+SFT_WORLD_REFERENCES_PER_POST = TRAIN_REFERENCES_PER_POST  # what --export writes
 SFT_WORLD_SUMMARIES_PER_STEP = 32
 SFT_WORLD_STEPS = 1700
 
@@ -73,16 +72,17 @@ def sft_world_defaults(references_per_post: int) -> dict:
 
 # Comparisons the built-in world generates for --stage rm unless --max_samples says otherwise,
 # and how many summaries of each post they compare (all pairs among them, each labeled
-# separately). The reward trainer computes a post once for all of its comparisons.
+# separately); a post is computed once for all of its comparisons, so several per post are
+# cheap (BENCHMARKS.md, "Reward-model training: each prompt computed once").
 RM_WORLD_PAIRS = 48000
-RM_WORLD_SUMMARIES_PER_POST = 4  # = plus.synthetic.TRAIN_SUMMARIES_PER_POST, what --export writes
-# The demo model: Llama-style (RoPE, RMSNorm, SwiGLU). At this size rotary positions are
-# what let the model copy from the post within a few CPU minutes: with the same steps, the
-# GPT-2 family's learned positions gave a mean gold score of -3.4 (ages and durations
-# invented, the post's feeling ignored), the Llama family +1.5 (BENCHMARKS.md). Its output
-# head is tied to the token embedding (as in Qwen2's smallest models): copying a number
-# from the post is then reading out the embedding it attended to, and wrong durations fell
-# from 14 to 2 per 100 summaries, the SFT win rate from 23% to 32% (BENCHMARKS.md).
+RM_WORLD_SUMMARIES_PER_POST = TRAIN_SUMMARIES_PER_POST  # what --export writes
+
+# The demo model is Llama-style (RoPE, RMSNorm, SwiGLU) because rotary positions are what
+# let a model this small learn to copy from the post in a few CPU minutes (BENCHMARKS.md,
+# "Why the demo model is Llama-style"), and its output head is tied to the token embedding
+# (as in Qwen2's smallest models) so that copying a number is reading back the embedding
+# attention found (BENCHMARKS.md, "The demo policy: a tied head, and four references per
+# post").
 MODEL_DEFAULTS = dict(model_family="llama", n_layer=4, n_head=4, n_embd=128, vocab_size=2048, tie_embeddings=True)
 
 
@@ -317,7 +317,6 @@ def run_pretrain(args, ctx: Dist) -> dict:
     n_eval_blocks = args.n_eval
 
     if args.dataset == "synthetic":
-        from plus.world import World
         world = World(args.seed)
         texts = lambda start: world.corpus(10 ** 9, start=start)  # noqa: E731  (lazy, unbounded)
     else:
@@ -472,7 +471,6 @@ def run_ppo(args, ctx: Dist) -> dict:
     critic = Critic.from_reward_model(reward_model)  # Detail: the critic starts as the reward model
 
     if args.dataset == "synthetic":  # fresh posts for every update
-        from plus.world import World
         posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
         prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
     else:
