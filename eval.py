@@ -63,7 +63,7 @@ from plus import checkpoint, data
 from plus.generate import Samples, decode_responses, generate, left_pad
 from plus.metrics import rouge_scores, win_rate
 from plus.ppo import response_lists, reward_model_scorer
-from train import add_preference_args, preference_options
+from plus.preference_flags import add_preference_args, preference_options
 
 POLICY_STAGES = ("sft", "ppo")
 REWARD_STAGE = "rm"

@@ -23,6 +23,7 @@ import torch
 
 from plus import checkpoint, data
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
+from plus.preference_flags import add_preference_args, preference_options
 from plus.training import DTYPES, resolve_dtype
 from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
@@ -167,33 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "state are sharded over the processes (plus/fsdp.py)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
-
-
-def add_preference_args(p: argparse.ArgumentParser) -> None:
-    """How to read preference files (--stage rm here, and eval.py)."""
-    p.add_argument("--prompt_key", default=None,
-                   help="prompt field of a preference file (default: the text before the last "
-                        "'\\n\\nAssistant:' of chosen/rejected transcripts)")
-    p.add_argument("--chosen_key", default=None, help="preferred-response field (default 'chosen')")
-    p.add_argument("--rejected_key", default=None, help="other-response field (default 'rejected')")
-    p.add_argument("--margin_key", default=None, help="field with a per-pair margin for the Bradley-Terry loss")
-    p.add_argument("--apply_chat_template", action="store_true", help="render chat-message fields as text")
-    p.add_argument("--domain", choices=data.DSP_DOMAINS, default=None,
-                   help="DSP data (Cheng et al. 2023): the domain whose response is preferred")
-
-
-def preference_options(args: argparse.Namespace, dataset: str) -> dict:
-    """data.load_preference_pairs keyword arguments for `dataset` from the flags (eval.py too)."""
-    options = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len, seed=args.seed,
-                   # Two of the world's summaries may agree in their first generate_max_len tokens,
-                   # which preference data may not (ARCHITECTURE.md, "Bad input"): such pairs are skipped
-                   # and counted.
-                   on_bad_record="skip" if dataset == "synthetic" else args.on_bad_record)
-    if dataset != "synthetic":  # the key flags describe files; the world has one format
-        options.update(prompt_key=args.prompt_key, chosen_key=args.chosen_key or "chosen",
-                       rejected_key=args.rejected_key or "rejected", margin_key=args.margin_key,
-                       apply_chat_template=args.apply_chat_template, domain=args.domain)
-    return options
 
 
 PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "ppo_epochs", "critic_learning_rate", "temperature",
