@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from kernels import fused_linear_token_logprobs
+from kernels import fused_linear_token_logprobs, token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
@@ -32,24 +32,43 @@ from plus.training import (append_metrics, autocast, check_batch_sizes, check_fi
                            load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
 
 
+# The fused head + log-softmax (kernels/fused_linear.py) never holds the [tokens, vocab]
+# logits, at the price of recomputing them in backward. Below this many logit entries
+# (512 MB in float32) they fit in memory anyway and the plain head is faster
+# (BENCHMARKS.md, "Fused head or plain logits").
+FUSED_HEAD_MIN_LOGITS = 2 ** 27
+
+
+def target_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label) from the hidden states that predict the labels: hidden [..., C], the
+    output head's weight [V, C], labels [...] -> float32 [...], 0 where ignored. Logits are
+    computed only where a label is; through the fused op when there would be many."""
+    live = labels != IGNORE_INDEX                                        # [...]
+    if int(live.sum()) * weight.shape[0] >= FUSED_HEAD_MIN_LOGITS:
+        return fused_linear_token_logprobs(hidden, weight, labels)
+    logits = torch.nn.functional.linear(hidden[live], weight.to(hidden.dtype))  # [K, V]
+    logprobs = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    logprobs[live] = token_logprobs(logits, labels[live])
+    return logprobs
+
+
 def sequence_loss_sum(model, batch: dict, device) -> tuple[torch.Tensor, int]:
     """(sum over target tokens of -log p, number of target tokens) for one micro-batch:
     right-padded rows (`data.collate_sft`), or rows packing a prompt and several responses
-    (`data.collate_sft_packed`), where the hidden states that predict are gathered first."""
+    (`data.collate_sft_packed`), where the hidden states that predict are gathered first.
+    In SFT most positions are prompt or padding: their logits are never computed."""
     input_ids = batch["input_ids"].to(device)
     labels = batch["labels"].to(device)
     if "segment_ids" in batch:
         hidden = model(input_ids, segment_ids=batch["segment_ids"].to(device))    # [R, T, C]
         weight = unwrap(model).lm_head.weight  # read after the forward: FSDP gathers it there
         at = batch["labels_at"].to(device)                                       # [M, 2]
-        logprobs = fused_linear_token_logprobs(hidden[at[:, 0], at[:, 1]], weight, labels)
+        logprobs = target_logprobs(hidden[at[:, 0], at[:, 1]], weight, labels)  # [M]
         return -logprobs.sum(), labels.numel()
     mask = batch.get("attention_mask")
     hidden = model(input_ids, attention_mask=None if mask is None else mask.to(device))  # [B, T, C]
-    # The head and the log-softmax in one op that never builds logits for ignored
-    # positions (the prompt, the padding): in SFT most positions are prompt.
     weight = unwrap(model).lm_head.weight
-    logprobs = fused_linear_token_logprobs(hidden, weight, labels)  # [B, T], 0 where ignored
+    logprobs = target_logprobs(hidden, weight, labels)  # [B, T], 0 where ignored
     return -logprobs.sum(), int((labels != IGNORE_INDEX).sum())
 
 

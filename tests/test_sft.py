@@ -209,3 +209,29 @@ def test_exported_tldr_file_trains_like_the_builtin_world(tmp_path):
     builtin, from_file = metrics("builtin"), metrics("file")
     assert [m["loss"] for m in from_file] == [m["loss"] for m in builtin] and len(builtin) == 2
     assert [m["target_tokens"] for m in from_file] == [m["target_tokens"] for m in builtin]
+
+
+@pytest.mark.parametrize("threshold", [1, 2 ** 40])  # always fused, never fused
+def test_target_logprobs_fused_or_plain_match_log_softmax(threshold, monkeypatch):
+    """Both paths of the size dispatch give log_softmax(hidden @ W.T)[label] and its
+    gradients (float32, a 16-term dot product then a 50-term log-softmax)."""
+    monkeypatch.setattr(sft, "FUSED_HEAD_MIN_LOGITS", threshold)
+    calls = []
+    real = sft.fused_linear_token_logprobs
+    monkeypatch.setattr(sft, "fused_linear_token_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 7, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 7), generator=gen)
+    labels[0, :3] = data.IGNORE_INDEX
+    got = sft.target_logprobs(hidden, weight, labels)
+    assert len(calls) == (1 if threshold == 1 else 0)
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    full = torch.log_softmax(h2.double() @ w2.double().T, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    want = full.masked_fill(labels == data.IGNORE_INDEX, 0.0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(hidden.grad, h2.grad.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad, w2.grad.float(), rtol=1e-5, atol=1e-5)
+    assert (hidden.grad[0, :3] == 0).all()
