@@ -13,6 +13,14 @@ The returned `logprobs` are those of the sampled tokens under the temperature-sc
 distribution *before* top-k / top-p filtering: the same numbers a full forward pass of the
 policy at that temperature gives, which is what PPO's ratio and the KL penalty compare
 against (Huang et al. 2024: sample at temperature 0.7, score logprobs at 0.7 too).
+
+On a GPU, decoding a small model is launch-bound: a one-token step of 12 layers is a few
+hundred small kernels, and the GPU waits for Python to issue them. `static_cache=True`
+decodes with shapes that never change (`StaticDecoder`: the whole cache is read, masked,
+and the new token is written at a position held in a tensor), which is what a CUDA graph
+can capture; `cuda_graph=True` then captures the step once per call and replays it, one
+launch per token. The plain loop stays the reference: the static one samples the same
+tokens (tests/test_generate.py).
 """
 
 from __future__ import annotations
@@ -59,6 +67,57 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+class StaticDecoder:
+    """The one-token step of `generate` with fixed shapes, optionally under a CUDA graph.
+
+    Its buffers hold the step's inputs: the token [B, 1], its position [B, 1] (real tokens
+    before it: the prompt's length plus the step, for a row still going), the columns each
+    row may attend to [B, max_len], and the cache column to write (`kv_cache.write_at`).
+    Each call updates them in place and runs `GPT.decode_step` (or replays its graph)."""
+
+    def __init__(self, model, cache, prompt_mask: torch.Tensor, cuda_graph: bool = False):
+        B, P = prompt_mask.shape
+        device = prompt_mask.device
+        self.model, self.cache = model, cache
+        self.key_mask = torch.zeros((B, cache.max_len), dtype=torch.bool, device=device)  # [B, S]
+        self.key_mask[:, :P] = prompt_mask.bool()
+        self.columns = torch.arange(cache.max_len, device=device)                         # [S]
+        self.token = torch.zeros((B, 1), dtype=torch.long, device=device)
+        self.position = prompt_mask.long().sum(1, keepdim=True) - 1                        # [B, 1]
+        cache.write_at = torch.full((1,), P - 1, dtype=torch.long, device=device)
+        self.cuda_graph = cuda_graph
+        self.graph = self.logits = None
+
+    def _step(self) -> torch.Tensor:
+        # A finished row's token is padding, attended by nobody later, but its own query
+        # sees its column, so its softmax is never over an empty set.
+        mask = self.key_mask | (self.columns == self.cache.write_at)                        # [B, S]
+        return self.model.decode_step(self.token, self.position, mask, self.cache)
+
+    def __call__(self, token: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Feed `token` [B, 1] (`alive` [B]: rows whose token is real); logits [B, V]."""
+        self.token.copy_(token)
+        self.position += 1
+        self.cache.write_at += 1
+        self.key_mask.index_copy_(1, self.cache.write_at, alive[:, None])
+        if not self.cuda_graph:
+            return self._step()
+        if self.graph is None:
+            # Warm up on a side stream, then capture. Each run writes the same keys and
+            # values at the same column from the same inputs, so the repeats change nothing.
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._step()
+        self.graph.replay()
+        return self.logits
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -71,11 +130,16 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    static_cache: bool = False,
+    cuda_graph: bool = False,
 ) -> Samples:
     """Sample up to `max_new_tokens` per prompt; a row stops at its first EOS.
-    temperature 0 means greedy decoding."""
+    temperature 0 means greedy decoding. `static_cache` / `cuda_graph`: see the module
+    docstring (a CUDA graph needs CUDA tensors and implies the static cache)."""
     B, P = prompt_ids.shape
     device = prompt_ids.device
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs CUDA tensors, got {device}")
     cache = model.new_kv_cache(B, P + max_new_tokens)
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=device)
@@ -84,9 +148,10 @@ def generate(
     attention_mask = prompt_mask.long()
     steps = 0
 
-    hidden = model(prompt_ids, attention_mask=attention_mask, kv_cache=cache)[:, -1]  # [B, C]
+    logits = model.logits(model(prompt_ids, attention_mask=attention_mask, kv_cache=cache)[:, -1])  # [B, V]
+    decoder = StaticDecoder(model, cache, prompt_mask, cuda_graph) if static_cache or cuda_graph else None
     for t in range(max_new_tokens):
-        logits = model.logits(hidden).float()                                        # [B, V]
+        logits = logits.float()
         if temperature > 0:
             scaled = logits / temperature
             probs = filter_logits(scaled, top_k, top_p).softmax(-1)
@@ -105,8 +170,11 @@ def generate(
         if bool(done.all()) or steps == max_new_tokens:
             break
         # Finished rows keep being fed (as padding, masked out) so the batch stays rectangular.
-        attention_mask = torch.cat([attention_mask, alive.long()[:, None]], dim=1)
-        hidden = model(tokens[:, t:t + 1], attention_mask=attention_mask, kv_cache=cache)[:, -1]
+        if decoder is not None:
+            logits = decoder(tokens[:, t:t + 1], alive)
+        else:
+            attention_mask = torch.cat([attention_mask, alive.long()[:, None]], dim=1)
+            logits = model.logits(model(tokens[:, t:t + 1], attention_mask=attention_mask, kv_cache=cache)[:, -1])
     # Columns after the step where every row had ended hold nothing: drop them.
     return Samples(tokens=tokens[:, :steps], mask=mask[:, :steps], logprobs=logprobs[:, :steps], ended=done)
 

@@ -174,9 +174,17 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0  # how many positions are filled (same for every layer once a forward ends)
+        # `GPT.decode_step` writes one position held in this tensor and reads whole buffers,
+        # so its shapes never change (what CUDA-graph capture needs); None otherwise.
+        self.write_at: torch.Tensor | None = None  # [1] long
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H_kv, T, D] after the filled part; return all keys/values so far."""
+        """Write k, v [B, H_kv, T, D] after the filled part; return all keys/values so far.
+        In a `decode_step` (T = 1): write at `write_at`, return the whole [.., max_len, D] buffers."""
+        if self.write_at is not None:
+            self.k[layer].index_copy_(2, self.write_at, k)
+            self.v[layer].index_copy_(2, self.write_at, v)
+            return self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KVCache: {end} positions exceed the preallocated {self.max_len}")
@@ -326,6 +334,25 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.length += T
         return self.norm_f(x)
+
+    def decode_step(self, idx: torch.Tensor, position_ids: torch.Tensor, key_mask: torch.Tensor,
+                    kv_cache: KVCache) -> torch.Tensor:
+        """One new token per row with fixed shapes, for decoding under a CUDA graph:
+        idx, position_ids [B, 1]; key_mask [B, max_len] bool, the cache columns each row's
+        token may attend to (its real tokens, and the column it is written to); the token's
+        keys and values go to column `kv_cache.write_at`. Returns the logits [B, V]. The
+        same numbers as `forward` + `logits` on the cache's filled part: the extra columns
+        are masked out."""
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(position_ids)
+        else:
+            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        attn_mask = key_mask[:, None, None, :]                      # [B, 1, 1, max_len]
+        for block in self.blocks:
+            x = block(x, rope, attn_mask, kv_cache)
+        return self.logits(self.norm_f(x))[:, -1]
 
     @staticmethod
     def _attention_bias(attention_mask, B, T, past, device) -> torch.Tensor:

@@ -92,3 +92,35 @@ def test_left_pad():
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=9)
     assert ids.tolist() == [[1, 2, 3], [9, 9, 4]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_static_cache_decoding_samples_what_the_plain_loop_samples():
+    """The fixed-shape step (the form a CUDA graph captures) against the plain loop, the
+    reference: both families, left padding of three lengths, greedy and seeded sampling,
+    rows that end early (EOS made likely). Same tokens; log-probs to float32 round-off
+    (softmax over a longer, masked key set sums in another order)."""
+    for family in ("gpt2", "llama"):
+        model = tiny_model(family, seed=7)
+        with torch.no_grad():
+            model.lm_head.weight[EOS] *= 4  # a tied head: EOS likely enough that rows end at different steps
+        prompts = [[5, 6, 7, 8, 9, 2], [10, 11], [12, 13, 14]]
+        ids, mask = left_pad(prompts, PAD)
+        for temperature in (0.0, 0.7):
+            outs = [generate(model, ids, mask, max_new_tokens=16, eos_id=EOS, pad_id=PAD, temperature=temperature,
+                             generator=torch.Generator().manual_seed(11), static_cache=static)
+                    for static in (False, True)]
+            plain, static = outs
+            assert torch.equal(static.tokens, plain.tokens) and torch.equal(static.mask, plain.mask)
+            assert torch.equal(static.ended, plain.ended)
+            torch.testing.assert_close(static.logprobs, plain.logprobs, rtol=1e-5, atol=1e-5)
+        lengths = plain.mask.sum(1).tolist()
+        assert len(set(lengths)) > 1 and plain.ended.any()  # rows did end at different steps
+
+
+def test_cuda_graph_needs_cuda_tensors():
+    import pytest
+
+    model = tiny_model()
+    ids, mask = left_pad([[3, 4]], PAD)
+    with pytest.raises(ValueError, match="cuda_graph"):
+        generate(model, ids, mask, max_new_tokens=2, eos_id=EOS, pad_id=PAD, cuda_graph=True)
