@@ -29,7 +29,7 @@ from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
-                           load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
+                           load_resume_state, lr_at, make_optimizer, peak_flops, set_lr, truncate_metrics, unwrap)
 
 
 # The fused head + log-softmax (kernels/fused_linear.py) never holds the [tokens, vocab]
@@ -131,6 +131,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint
     n_params = model.num_params()
+    peak = peak_flops(device, args.dtype)  # None off CUDA: no MFU reported
     bf16 = args.dtype == "bf16"
     # DDP or FSDP (--strategy). FSDP swaps the parameters for this process's shards, so
     # the optimizer is built after wrapping.
@@ -190,12 +191,16 @@ def train(
         tokens = sum(int(b["input_ids"].numel()) for b in micro_batches) * ctx.world_size
         last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": tokens / dt, "target_tokens": n_tokens}
+        if peak:  # model FLOPs utilization: training FLOP/s over the GPU's bf16 peak
+            last["mfu"] = model.estimate_mfu(tokens / dt / ctx.world_size, micro_batches[0]["input_ids"].shape[1],
+                                             peak)
         if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_batches:
             with full_params(ddp_model):  # FSDP: ranks may hold different numbers of eval batches
                 last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
         if ctx.is_main:
             append_metrics(metrics_path, last)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
+                            **({"mfu": f"{last['mfu']:.1%}"} if "mfu" in last else {}),
                             **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
         if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
             save(step + 1)

@@ -124,6 +124,20 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return tensor.dtype
 
 
+# Dense bf16 tensor-core peaks (FLOP/s) of the GPUs MFU is reported for, from the
+# vendors' data sheets (without sparsity).
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def peak_flops(device: torch.device | str, dtype: str) -> float | None:
+    """The device's peak FLOP/s for `dtype` training, where known (CUDA, bf16), else None."""
+    device = torch.device(device)
+    if device.type != "cuda" or dtype != "bf16":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
 # ----------------------------------------------------------------------------------------
 # Metrics, resume, the NaN guard
 

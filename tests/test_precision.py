@@ -173,3 +173,11 @@ def test_ppo_update_under_bf16(pretrained, tmp_path):
     assert [m["step"] for m in lines] == [1, 2]
     assert lines[0]["kl"] == 0.0
     assert all(torch.isfinite(torch.tensor([m["loss"], m["score"]])).all() for m in lines)
+
+
+def test_peak_flops_for_mfu(monkeypatch):
+    assert training.peak_flops("cpu", "bf16") is None and training.peak_flops("cuda", "fp32") is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert training.peak_flops("cuda", "bf16") == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Other GPU")
+    assert training.peak_flops("cuda", "bf16") is None
