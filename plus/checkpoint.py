@@ -126,6 +126,7 @@ def save_checkpoint(
     if metrics_file is not None and Path(metrics_file).is_file():
         shutil.copyfile(metrics_file, staging / METRICS)
 
+    _readable_by_all(staging)
     for name in keep:
         if (path / name).is_dir():
             os.replace(path / name, staging / name)
@@ -140,6 +141,17 @@ def save_checkpoint(
     return path
 
 
+def _readable_by_all(directory: Path) -> None:
+    """Give every file written into `directory` the mode a new file gets from the umask
+    (0644 under the usual 022): safetensors writes its file 0600, which would keep a
+    shared checkpoint's weights from its other readers."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in directory.rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
+
+
 def load_config(path) -> dict:
     path = resolve(path)
     try:
@@ -152,7 +164,28 @@ def load_config(path) -> dict:
 
 
 def load_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(resolve(path) / WEIGHTS), device=str(device))
+    file = resolve(path) / WEIGHTS
+    try:
+        return load_file(str(file), device=str(device))
+    except Exception as e:  # safetensors raises its own error type for a bad header or a short file
+        raise CheckpointError(f"{file}: unreadable weights ({_first_line(e)})") from None
+
+
+def load_tokenizer(path):
+    """The checkpoint's tokenizer.json, or a one-line CheckpointError naming it."""
+    from plus.tokenizer import Tokenizer
+
+    file = resolve(path) / TOKENIZER
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing (a checkpoint carries its tokenizer)")
+    try:
+        return Tokenizer.load(file)
+    except Exception as e:  # the tokenizers library raises its own exception type
+        raise CheckpointError(f"{file}: unreadable tokenizer ({_first_line(e)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], allow_missing: tuple[str, ...] = ()) -> None:
@@ -170,16 +203,25 @@ def load_trainer_state(path) -> tuple[dict, dict | None, dict]:
     path = resolve(path)
     if not (path / TRAINER_STATE).is_file():
         raise CheckpointError(f"{path}: has no {TRAINER_STATE}; it was not saved for resuming")
-    state = json.loads((path / TRAINER_STATE).read_text())
-    optimizer = torch.load(path / OPTIMIZER, weights_only=False) if (path / OPTIMIZER).is_file() else None
-    rng = torch.load(path / RNG, weights_only=False)
-    return state, optimizer, rng
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / TRAINER_STATE}:{e.lineno}: invalid JSON ({e.msg})") from None
+    loaded = {}
+    for name in (OPTIMIZER, RNG):
+        if (path / name).is_file():
+            try:
+                loaded[name] = torch.load(path / name, weights_only=False)
+            except Exception as e:  # a truncated or foreign pickle
+                raise CheckpointError(f"{path / name}: unreadable ({_first_line(e)})") from None
+        elif name == RNG:
+            raise CheckpointError(f"{path / RNG}: missing; the checkpoint cannot be resumed exactly")
+    return state, loaded.get(OPTIMIZER), loaded[RNG]
 
 
 def load_gpt(path, device="cpu"):
     """(GPT, Tokenizer, config dict) from a policy checkpoint directory."""
     from plus.gpt import GPT, GPTConfig
-    from plus.tokenizer import Tokenizer
 
     path = resolve(path)
     config = load_config(path)
@@ -187,5 +229,4 @@ def load_gpt(path, device="cpu"):
         raise CheckpointError(f"{path / CONFIG}: missing the \"model\" section")
     model = GPT(GPTConfig.from_dict(config["model"]))
     load_into(model, load_state_dict(path))
-    tokenizer = Tokenizer.load(path / TOKENIZER)
-    return model.to(device), tokenizer, config
+    return model.to(device), load_tokenizer(path), config

@@ -77,3 +77,45 @@ def test_errors_name_the_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint"):
         checkpoint.load_gpt(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    (checkpoint.WEIGHTS, lambda f: f.write_bytes(f.read_bytes()[:40]), "unreadable weights"),
+    (checkpoint.WEIGHTS, lambda f: f.write_bytes(b"\xff" * 8 + b"{not json"), "unreadable weights"),
+    (checkpoint.TOKENIZER, lambda f: f.write_text('{"model": 3}'), "unreadable tokenizer"),
+    (checkpoint.TOKENIZER, lambda f: f.unlink(), "missing"),
+    (checkpoint.CONFIG, lambda f: f.write_text("{\n  oops"), ":2: invalid JSON"),
+    (checkpoint.OPTIMIZER, lambda f: f.write_bytes(f.read_bytes()[:100]), "unreadable"),
+    (checkpoint.TRAINER_STATE, lambda f: f.write_text("{"), "invalid JSON"),
+])
+def test_a_damaged_checkpoint_file_is_one_line_naming_it(tmp_path, tok, name, damage, message):
+    save(tmp_path / "ck", tiny(0), tok)
+    damage(tmp_path / "ck" / name)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.load_gpt(tmp_path / "ck")
+        checkpoint.load_trainer_state(tmp_path / "ck")
+    text = str(info.value)
+    assert text.startswith(str(tmp_path / "ck" / name)) and message in text and "\n" not in text
+
+
+def test_a_truncated_init_checkpoint_stops_the_cli_with_one_line(tmp_path, tok, capsys):
+    import train
+
+    save(tmp_path / "ck", tiny(0), tok)
+    weights = tmp_path / "ck" / checkpoint.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:40])
+    assert train.main(["--stage", "sft", "--init_from", str(tmp_path / "ck"), "--out_dir", str(tmp_path / "out"),
+                       "--max_steps", "1", "--no_progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(weights) in err[0] and "unreadable weights" in err[0]
+    assert not (tmp_path / "out" / "sft").exists()
+
+
+def test_checkpoint_files_share_one_mode(tmp_path, tok):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    save(tmp_path / "ck", tiny(0), tok)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "ck").iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
