@@ -348,7 +348,7 @@ def run_sft(args, ctx: Dist) -> dict:
     for path in args.eval_dataset or ["synthetic"]:
         eval_examples += data.load_sft_examples(path, tokenizer, split="valid", n=args.n_eval, **load)[0]
     if bad.total:
-        print0(ctx, f"[sft] skipped {bad.total} bad records: {dict(bad.skipped)}")
+        print0(ctx, f"[sft] {args.dataset}: {bad.summary()}")
     too_long = max(len(e.prompt) + len(e.response) for e in examples)
     if too_long > model.config.block_size:
         raise ValueError(f"an example has {too_long} tokens, more than the model's block_size={model.config.block_size}")
@@ -391,7 +391,7 @@ def run_rm(args, ctx: Dist) -> dict:
         pairs, bad = data.load_preference_pairs(path, tokenizer, split=split, n=n, summaries_per_post=summaries_per_post,
                                                 **preference_options(args, path))
         if bad.total:
-            print0(ctx, f"[rm] {path} ({split}): skipped {bad.total} records: {dict(bad.skipped)}")
+            print0(ctx, f"[rm] {path} ({split}): {bad.summary()}")
         return pairs
 
     per_post = (args.summaries_per_post or RM_WORLD_SUMMARIES_PER_POST) if args.dataset == "synthetic" else 2
@@ -453,7 +453,7 @@ def run_ppo(args, ctx: Dist) -> dict:
             args.dataset, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
             bad)
         if bad.total:
-            print0(ctx, f"[ppo] skipped {bad.total} bad records: {dict(bad.skipped)}")
+            print0(ctx, f"[ppo] {args.dataset}: {bad.summary()}")
 
     # Flags left unset take PPOConfig's defaults (the paper's values).
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,10 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------------------
 # Reading records
 
-def read_records(path, on_error: Callable[[DataError], None] | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, record) from a .jsonl, .json (array of objects) or .csv file.
+def read_records(path, on_error: Callable[[DataError], None] | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield (location, record) from a .jsonl, .json (array of objects) or .csv file; the
+    location is "file:line" for JSONL and CSV, "file: record N (line L)" inside a JSON
+    array (an array written on one line would otherwise put every record on line 1).
 
     A bad JSONL line (invalid JSON, not an object, undecodable bytes) goes to `on_error`
     (default: raise) and reading goes on; a problem that makes the rest of the file
@@ -67,7 +70,7 @@ def _raise(error: DataError) -> None:
     raise error
 
 
-def _jsonl(path, raw: bytes, on_error) -> Iterator[tuple[int, dict]]:
+def _jsonl(path, raw: bytes, on_error) -> Iterator[tuple[str, dict]]:
     for line_no, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -82,10 +85,10 @@ def _jsonl(path, raw: bytes, on_error) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             on_error(DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}"))
             continue
-        yield line_no, record
+        yield f"{path}:{line_no}", record
 
 
-def _json_array(path, text) -> Iterator[tuple[int, dict]]:
+def _json_array(path, text) -> Iterator[tuple[str, dict]]:
     # Decode element by element so every record knows the line it starts on.
     decoder = json.JSONDecoder()
     line_of = lambda pos: text.count("\n", 0, pos) + 1
@@ -93,6 +96,7 @@ def _json_array(path, text) -> Iterator[tuple[int, dict]]:
     if not text.startswith("[", pos):
         raise DataError(f"{path}:{line_of(pos)}: expected a JSON array of objects")
     pos += 1
+    index = 0
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
@@ -104,38 +108,64 @@ def _json_array(path, text) -> Iterator[tuple[int, dict]]:
             record, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        index += 1
         if not isinstance(record, dict):
-            raise DataError(f"{path}:{line_of(pos)}: expected a JSON object, got {type(record).__name__}")
-        yield line_of(pos), record
+            raise DataError(f"{path}: record {index} (line {line_of(pos)}): expected a JSON object, "
+                            f"got {type(record).__name__}")
+        yield f"{path}: record {index} (line {line_of(pos)})", record
         pos = end
 
 
-def _csv(path, text) -> Iterator[tuple[int, dict]]:
+def _csv(path, text) -> Iterator[tuple[str, dict]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for record in reader:
         if None in record:  # more fields than the header names
             raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
-        yield reader.line_num, record
+        yield f"{path}:{reader.line_num}", record
 
 
 @dataclass
 class BadRecords:
-    """Counts records skipped under `on_bad_record="skip"`, by problem."""
+    """The bad records of a file, by problem, with the first few locations.
+
+    Under "error" a file's reader (`load_file_records`) still reads the whole file, so
+    the error it raises at the end names the first bad record and says how many there
+    are in all; under "skip" they are left out and reported."""
     policy: str = "error"
     skipped: Counter = field(default_factory=Counter)
+    locations: list = field(default_factory=list)  # the first SHOWN "location: problem" lines
+
+    SHOWN = 5
 
     def __post_init__(self):
         if self.policy not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {self.policy!r}")
 
     def handle(self, error: DataError) -> None:
+        """Record one bad record; with policy "error", raise it now."""
+        self.count(error)
         if self.policy == "error":
             raise error
-        self.skipped[str(error).split(": ", 1)[-1]] += 1
+
+    def count(self, error: DataError) -> None:
+        """Record one bad record and go on (the caller decides when to stop)."""
+        problem = _LOCATION.sub("", str(error), count=1)
+        self.skipped[problem] += 1
+        if len(self.locations) < self.SHOWN:
+            self.locations.append(str(error))
 
     @property
     def total(self) -> int:
         return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        """One line: how many were skipped, by problem, and where the first ones are."""
+        return (f"skipped {self.total} bad records ({'; '.join(f'{n} x {p}' for p, n in self.skipped.items())}); "
+                f"first: {' | '.join(self.locations)}")
+
+
+# "file:12: " or "file: record 3 (line 1): " at the start of a DataError's message
+_LOCATION = re.compile(r"^.*?(?::\d+|: record \d+ \(line \d+\)): ")
 
 
 def get_text(record: dict, key: str, where: str) -> str:
@@ -153,16 +183,32 @@ def get_text(record: dict, key: str, where: str) -> str:
 def load_file_records(
     path, parse: Callable[[dict, str], object], bad: BadRecords, limit: int | None = None
 ) -> list:
-    """Parse every record of a file with `parse(record, "file:line")`, applying the
-    bad-record policy; raises if nothing usable remains."""
-    out = []
-    for line, record in read_records(path, on_error=bad.handle):
+    """Parse every record of a file with `parse(record, location)` (the first `limit`
+    good ones are kept). The whole file is read either way, so under the "error" policy
+    the error names the first bad record and how many the file holds; raises if nothing
+    usable remains."""
+    out, seen, found = [], [0], []
+
+    def bad_record(error: DataError) -> None:
+        found.append(error)
+        bad.count(error)
+
+    def on_reader_error(error: DataError) -> None:  # a line the reader could not turn into a record
+        seen[0] += 1
+        bad_record(error)
+
+    for where, record in read_records(path, on_error=on_reader_error):
+        seen[0] += 1
         try:
-            out.append(parse(record, f"{path}:{line}"))
+            parsed = parse(record, where)
         except DataError as e:
-            bad.handle(e)
-        if limit is not None and len(out) >= limit:
-            break
+            bad_record(e)
+            continue
+        if limit is None or len(out) < limit:
+            out.append(parsed)
+    if bad.policy == "error" and found:
+        raise DataError(f"{found[0]} ({len(found)} of the file's {seen[0]} records are bad; "
+                        f"--on_bad_record skip leaves them out)")
     if not out:
         raise DataError(f"{path}: no usable records")
     return out

@@ -131,7 +131,7 @@ def test_undecodable_bytes(tmp_path, tok):
 
 def test_json_array_and_csv_report_lines(tmp_path, tok):
     arr = write(tmp_path, "d.json", "[\n" + json.dumps(GOOD) + ",\n" + json.dumps({**GOOD, "title": 5}) + "\n]")
-    with pytest.raises(data.DataError, match=r"d\.json:3: 'title' should be a string"):
+    with pytest.raises(data.DataError, match=r"d\.json: record 2 \(line 3\): 'title' should be a string"):
         data.load_sft_examples(str(arr), tok)
     csv_path = write(tmp_path, "d.csv", "subreddit,title,post,summary\ndating,t,p,s\ndating,t,,s\n")
     with pytest.raises(data.DataError, match=r"d\.csv:3: 'post' is empty"):

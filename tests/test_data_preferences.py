@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -77,7 +78,8 @@ def test_generic_csv_and_json(tmp_path, tok):
     for path in (csv_path, json_path):
         pairs, _ = load_preference_pairs(str(path), tok, prompt_key="prompt", margin_key="margin")
         assert as_tuples(pairs) == expected
-        assert pairs[0].source == f"{path}:2"  # the CSV header and the "[" are line 1
+        # the CSV header and the "[" are line 1; inside a JSON array the record's number too
+        assert pairs[0].source == (f"{path}:2" if path.suffix == ".csv" else f"{path}: record 1 (line 2)")
 
 
 def test_human_assistant_transcripts(tmp_path, tok):
@@ -181,9 +183,14 @@ def test_bad_record_reports_file_and_line(tmp_path, tok, problem):
     assert str(e.value).startswith(f"{path}:3: {problem}")
 
 
+def stopped(n_bad: int, n_records: int) -> str:
+    """The end of the error that stops a run on a file: the whole file was read first."""
+    return f"({n_bad} of the file's {n_records} records are bad; --on_bad_record skip leaves them out)"
+
+
 def test_bad_margin(tmp_path, tok):
     path = write_jsonl(tmp_path / "m.jsonl", [{**GOOD, "m": 1}, {**GOOD, "m": "lots"}, {**GOOD, "m": True}])
-    with pytest.raises(DataError, match=rf"^{path}:2: 'm' should be a number, got 'lots'$"):
+    with pytest.raises(DataError, match=rf"^{path}:2: 'm' should be a number, got 'lots' {re.escape(stopped(2, 3))}$"):
         load_preference_pairs(str(path), tok, prompt_key="prompt", margin_key="m")
     pairs, bad = load_preference_pairs(str(path), tok, prompt_key="prompt", margin_key="m", on_bad_record="skip")
     assert [p.margin for p in pairs] == [1.0] and bad.total == 2
@@ -223,7 +230,7 @@ def test_transcript_errors(tmp_path, tok, problem):
     path = write_jsonl(tmp_path / "hh.jsonl", [good, TRANSCRIPT_BAD[problem]])
     with pytest.raises(DataError) as e:
         load_preference_pairs(str(path), tok)
-    assert str(e.value) == f"{path}:2: {problem}"
+    assert str(e.value) == f"{path}:2: {problem} {stopped(1, 2)}"
     pairs, bad = load_preference_pairs(str(path), tok, on_bad_record="skip")
     assert len(pairs) == 1 and dict(bad.skipped) == {problem: 1}
 
@@ -288,7 +295,7 @@ def test_bad_comparison_record(tmp_path, tok, problem):
     path = write_jsonl(tmp_path / "c.jsonl", [comparison(0), COMPARISON_BAD[problem]])
     with pytest.raises(DataError) as e:
         load_preference_pairs(str(path), tok)
-    assert str(e.value) == f"{path}:2: {problem}"
+    assert str(e.value) == f"{path}:2: {problem} {stopped(1, 2)}"
 
 
 def test_bad_chat_records(tmp_path, tok):
@@ -309,4 +316,20 @@ def test_bad_chat_records(tmp_path, tok):
         path = write_jsonl(tmp_path / "chat.jsonl", [good, record])
         with pytest.raises(DataError) as e:
             load_preference_pairs(str(path), tok, apply_chat_template=True)
-        assert str(e.value) == f"{path}:2: {problem}"
+        assert str(e.value) == f"{path}:2: {problem} {stopped(1, 2)}"
+
+
+def test_a_json_array_on_one_line_names_records_and_counts_them_all(tmp_path, tok):
+    """json.dump's usual output: every record on line 1. The error names the record by its
+    number, after the whole file is read, with the count of bad ones; skip lists them."""
+    records = [GOOD, {**GOOD, "rejected": ""}, GOOD, {**GOOD, "chosen": GOOD["rejected"]}, GOOD]
+    path = tmp_path / "one_line.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError) as e:
+        load_preference_pairs(str(path), tok, prompt_key="prompt")
+    assert str(e.value) == f"{path}: record 2 (line 1): 'rejected' is empty {stopped(2, 5)}"
+    pairs, bad = load_preference_pairs(str(path), tok, prompt_key="prompt", on_bad_record="skip")
+    assert [p.source for p in pairs] == [f"{path}: record {i} (line 1)" for i in (1, 3, 5)]
+    assert bad.total == 2 and bad.locations == [f"{path}: record 2 (line 1): 'rejected' is empty",
+                                                f"{path}: record 4 (line 1): chosen and rejected responses are identical"]
+    assert bad.summary().startswith("skipped 2 bad records (1 x 'rejected' is empty; 1 x chosen and rejected")
