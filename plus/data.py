@@ -406,13 +406,19 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = True) -> str
     return text + (CHAT_GENERATION_PROMPT if add_generation_prompt else "")
 
 
+# The assistant cue as public preference sets spell it: "\n\nAssistant:" (Anthropic HH),
+# a single newline, or a Markdown heading "## Assistant:", at a line start (or the text's).
+ASSISTANT_CUE = re.compile(r"(?:^|\n)[ \t]*(?:#+[ \t]*)?Assistant:")
+
+
 def split_transcript(text: str, where: str) -> tuple[str, str]:
     """(prompt, reply) of a Human/Assistant transcript: the prompt runs up to and including
-    the last "\\n\\nAssistant:", the reply is everything after it."""
-    cut = text.rfind(TRANSCRIPT_CUE)
-    if cut < 0:
-        raise DataError(f"{where}: no {TRANSCRIPT_CUE!r} to split the prompt from the response")
-    end = cut + len(TRANSCRIPT_CUE)
+    the last assistant cue (ASSISTANT_CUE: "\\n\\nAssistant:", "\\nAssistant:",
+    "## Assistant:", ...), the reply is everything after it; the text is kept as written."""
+    cues = list(ASSISTANT_CUE.finditer(text))
+    if not cues:
+        raise DataError(f"{where}: no {TRANSCRIPT_CUE!r} (or '## Assistant:') to split the prompt from the response")
+    end = cues[-1].end()
     return text[:end], text[end:]
 
 

@@ -215,7 +215,7 @@ def test_skip_counts_bad_records(tmp_path, tok):
 
 
 TRANSCRIPT_BAD = {
-    "'chosen': no '\\n\\nAssistant:' to split the prompt from the response":
+    "'chosen': no '\\n\\nAssistant:' (or '## Assistant:') to split the prompt from the response":
         {"chosen": "no cue here", "rejected": "\n\nHuman: a\n\nAssistant: b"},
     "chosen and rejected have different conversations before the last '\\n\\nAssistant:'":
         {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: X\n\nAssistant: c"},
@@ -333,3 +333,19 @@ def test_a_json_array_on_one_line_names_records_and_counts_them_all(tmp_path, to
     assert bad.total == 2 and bad.locations == [f"{path}: record 2 (line 1): 'rejected' is empty",
                                                 f"{path}: record 4 (line 1): chosen and rejected responses are identical"]
     assert bad.summary().startswith("skipped 2 bad records (1 x 'rejected' is empty; 1 x chosen and rejected")
+
+
+@pytest.mark.parametrize("text, prompt, reply", [
+    ("\n\nHuman: hi\n\nAssistant: hello", "\n\nHuman: hi\n\nAssistant:", " hello"),
+    ("Human: hi\n\nAssistant: hello", "Human: hi\n\nAssistant:", " hello"),        # no blank line before Human
+    ("Human: hi\nAssistant: hello", "Human: hi\nAssistant:", " hello"),            # one newline
+    ("## Human: hi\n\n## Assistant: hello", "## Human: hi\n\n## Assistant:", " hello"),
+    ("Human: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d", "Human: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", " d"),
+    ("Human: who is the Assistant: here?\n\nAssistant: me", "Human: who is the Assistant: here?\n\nAssistant:", " me"),
+])
+def test_transcript_cue_spellings(text, prompt, reply):
+    """The last assistant cue at a line start splits the prompt from the reply, whatever its
+    spelling; a cue inside a sentence is not one."""
+    from plus.data import split_transcript
+
+    assert split_transcript(text, "f:1") == (prompt, reply)
