@@ -29,13 +29,21 @@ laptop, and to *measure* it, this package replaces both with a procedural world:
    calibrated so that labelers agree with the noiseless gold choice about 75% of the
    time, as Stiennon's labelers agreed with researchers 73-77% of the time.
 
+5. **Users who disagree** (personas.py, users.py), for PLUS (Nam et al. 2025). A persona
+   re-weights the gold judge along three axes (length: brief | thorough; content:
+   feelings | numbers; register: formal | casual) and has a canonical text z*; a user has
+   a persona, a context of past comparisons labeled by the persona's labeler, and
+   held-out comparisons; populations pets, p2, p4 and ood follow the paper's benchmarks.
+
 Everything is deterministic: any post can be regenerated alone from its id
-("s0-train-000123"), in any process (posts.py).
+("s0-train-000123"), in any process (posts.py), and any user from its id
+("s0-p2-train-000012", users.py).
 
 The files, in reading order: tables.py and groups.py (what posts are written from),
 templates.py (realizing a template), posts.py, references.py, reading.py (how the judge
 reads a text), judge.py, perturbations.py (summaries of varying quality), labelers.py,
-comparisons.py, corpus.py (pretraining texts), export.py and __main__.py (files, CLI).
+comparisons.py, corpus.py (pretraining texts), personas.py and users.py (users who
+disagree), export.py and __main__.py (files, CLI).
 
 Entry points: `make_post` / `post_from_id` / `World(seed).posts(split, n)` give posts;
 `World.corpus` the pretraining texts; `gold_score` / `gold_breakdown` /
@@ -43,6 +51,9 @@ Entry points: `make_post` / `post_from_id` / `World(seed).posts(split, n)` give 
 `perturb` summaries of varying quality; `Labeler` and `make_comparisons` labeled
 comparisons; `export` (or `python -m plus.world --export DIR`) the JSONL files;
 `python -m plus.world --show 3` prints examples, `--calibrate` recomputes LABELER_TAU.
+`Persona`, `POPULATIONS`, `make_user` / `user_from_id` give users; `context_messages` /
+`context_text` render a user's context and `parse_summary` reads z back;
+`summary_attribute_accuracy` judges a z; `self_descriptions` gives words for z.
 """
 
 from plus.data import QUERY_FORMAT
@@ -53,9 +64,14 @@ from plus.world.judge import (BREVITY_COST, DEFAULT_WEIGHTS, EMPTY_SCORE, ERROR_
                               REPEAT_PENALTY, error_analysis, gold_breakdown, gold_preference, gold_score)
 from plus.world.labelers import LABELER_TAU, Labeler
 from plus.world.perturbations import PERTURBATIONS, perturb, swapped_references
+from plus.world.personas import (ATTRIBUTES, AXES, Persona, describe, self_descriptions, stated_attributes,
+                                 summary_attribute_accuracy)
 from plus.world.posts import SPLITS, Post, World, count_post_variants, make_post, post_from_id
 from plus.world.references import LESSER_FACTS, TRAIN_REFERENCES_PER_POST, complete_summary, other_references
 from plus.world.tables import CLOSERS, DISTRACTORS, FEELING_FACTS, SyntheticWorldError
+from plus.world.users import (HELD_OUT_PER_USER, POPULATIONS, SUMMARY_MARKER, USER_SPLITS, User, UserComparison,
+                              context_messages, context_text, is_contested, make_user, make_users, parse_summary,
+                              user_from_id)
 
 __all__ = [
     "World", "Post", "make_post", "post_from_id", "count_post_variants", "SPLITS", "QUERY_FORMAT",
@@ -65,4 +81,7 @@ __all__ = [
     "perturb", "swapped_references", "PERTURBATIONS",
     "Labeler", "LABELER_TAU", "make_comparisons", "calibrate_labeler_tau", "PAIR_KINDS", "TRAIN_SUMMARIES_PER_POST",
     "export", "GROUPS", "ROMANCE", "DISTRACTORS", "CLOSERS", "FEELING_FACTS", "SyntheticWorldError",
+    "AXES", "ATTRIBUTES", "Persona", "summary_attribute_accuracy", "stated_attributes", "describe",
+    "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison", "make_user",
+    "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary", "SUMMARY_MARKER",
 ]

@@ -1,0 +1,262 @@
+"""Users who disagree: populations of personas, users with a context of past choices, and
+the context rendered for a summarizer (PLUS, Nam et al. 2025).
+
+**Populations** follow the paper's benchmarks (taken from VPL, Poddar et al. 2024), with
+personas (personas.py) in place of pet lovers and UltraFeedback attributes:
+
+    pets  2 personas, one axis apart (feelings | numbers); half the comparisons are
+          shared (both personas' gold judges prefer the same summary), half contested
+    p2    2 personas, two axes apart; contested comparisons only
+    p4    4 personas, every pole twice and every pair of poles once; contested only
+    ood   the 4 other combinations of three poles, used by no other population; contested
+          only. A model trained on p4's users is tested on ood's: every pair of poles
+          is one it has seen, every combination of three is new
+
+A comparison is **contested** when the population's personas' gold judges do not all
+prefer the same summary. Pairs come from the world's own generators: on a post, two
+summaries are drawn independently, each a TL;DR by the post's own writer or, half the
+time, by another writer (references.py, as `other_references` draws writers), kept as it
+is or perturbed, the kind drawn from comparisons.py's PAIR_KINDS. Other writers are what
+makes the register differ within a pair: a writer keeps the post's register three times
+in five. A pair is kept when its texts differ in their first 30 words, no persona of the
+population scores them equal, and it is of the wanted class (contested, or shared); a
+post that gives no such pair in DRAWS_PER_POST draws is replaced by another. So a
+population's comparisons are the world's pairs conditioned on being contested (or
+shared), never pairs chosen for being easy.
+
+A **user** is (population, index, split): persona `index % len(population)`, a context
+of 2-4 past comparisons labeled by the persona's noisy labeler (labelers.py's Labeler with
+the persona's weights and the world's LABELER_TAU), and HELD_OUT_PER_USER held-out
+comparisons with the persona's noiseless gold choice (and the labeler's, for training).
+Context comparisons are on even-numbered posts of the user's split, held-out ones on
+odd-numbered posts, so no held-out post is in any context of that split. Seen users are
+the "train" split; new users ("valid", "test") have new contexts on posts of splits no
+seen user reads. Everything regenerates from the user's id ("s0-p2-train-000012"),
+seeded like the world's posts (SEED_PREFIX and the id).
+
+`context_messages` renders a context as chat messages ending with "Start your response
+with ##Summary", as the authors' data does; `context_text` as plain text for this
+project's small models, ending with the marker; `parse_summary` takes z back out.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, replace
+
+from plus.world.comparisons import PAIR_KINDS
+from plus.world.judge import gold_score
+from plus.world.labelers import LABELER_TAU, Labeler
+from plus.world.perturbations import perturb
+from plus.world.personas import Persona
+from plus.world.posts import Post, make_post
+from plus.world.references import reference_plan, render_summary, writer_register
+from plus.world.tables import SEED_PREFIX, SyntheticWorldError
+
+
+def _personas(*names: str) -> tuple[Persona, ...]:
+    return tuple(Persona(tuple(name.split("+"))) for name in names)
+
+
+POPULATIONS: dict[str, tuple[Persona, ...]] = {
+    "pets": _personas("feelings", "numbers"),
+    "p2": _personas("brief+feelings+formal", "thorough+numbers+formal"),
+    "p4": _personas("brief+feelings+formal", "brief+numbers+casual", "thorough+feelings+casual",
+                    "thorough+numbers+formal"),
+    "ood": _personas("thorough+feelings+formal", "brief+numbers+formal", "brief+feelings+casual",
+                     "thorough+numbers+casual"),
+}
+SHARED_FRACTION = {"pets": 0.5}  # populations with shared comparisons; the others are contested only
+USER_SPLITS = ("train", "valid", "test")  # train: seen users; valid, test: new users on new posts
+OTHER_WRITER = 0.5  # the share of candidates written from another writer's TL;DR
+CONTEXT_SIZES = (2, 4)  # a context holds 2-4 past comparisons, as in the paper
+HELD_OUT_PER_USER = 4
+DRAWS_PER_POST = 20
+POSTS_PER_ROLE = 50_000  # context posts 0, 2, ..., held-out posts 1, 3, ... below 2 * POSTS_PER_ROLE
+MAX_POSTS = 200
+SUMMARY_MARKER = "##Summary"
+INSTRUCTION = ("Based on the choices I made above, describe in a few sentences what I want from a TL;DR. "
+               "Start your response with " + SUMMARY_MARKER)
+
+
+@dataclass(frozen=True)
+class UserComparison:
+    """Two summaries of one post, as one user saw them."""
+
+    post: Post
+    summaries: tuple[str, str]
+    notes: tuple[str, str]  # how each summary was made: "own reference", "other drop_fact", ...
+    scores: tuple[float, float]  # the user's persona's gold scores
+    contested: bool  # whether the population's personas' gold judges disagree on the pair
+    choice: int  # the user's labeler's choice: 0 = first summary
+    gold_choice: int  # the persona's gold judge's choice
+
+
+@dataclass(frozen=True)
+class User:
+    population: str
+    index: int
+    split: str
+    seed: int
+    persona: Persona
+    context: tuple[UserComparison, ...]  # past comparisons, labeled by the user (`choice`)
+    held_out: tuple[UserComparison, ...]  # comparisons on new posts, for evaluation (`gold_choice`)
+
+    @property
+    def id(self) -> str:
+        return user_id(self.population, self.index, self.split, self.seed)
+
+    def labeler(self) -> Labeler:
+        """A fresh copy of this user's labeler (it labels the context, then the held-out
+        comparisons, in that order)."""
+        return user_labeler(self.id, self.persona)
+
+
+def user_id(population: str, index: int, split: str, seed: int = 0) -> str:
+    if population not in POPULATIONS:
+        raise SyntheticWorldError(f"unknown population {population!r} (valid: {', '.join(POPULATIONS)})")
+    if split not in USER_SPLITS:
+        raise SyntheticWorldError(f"unknown user split {split!r} (valid: {', '.join(USER_SPLITS)})")
+    if not isinstance(index, int) or index < 0:
+        raise SyntheticWorldError(f"user index must be a non-negative integer, got {index!r}")
+    return f"s{seed}-{population}-{split}-{index:06d}"
+
+
+def user_labeler(uid: str, persona: Persona) -> Labeler:
+    """The user's noisy labeler: the persona's weights, the world's tau, seeded by the id."""
+    seed = random.Random(f"{SEED_PREFIX}/users/labeler/{uid}").randrange(2**31)
+    return Labeler(LABELER_TAU, seed=seed, weights=persona.weights)
+
+
+def candidate(post: Post, kind: str, rng: random.Random) -> tuple[str, str]:
+    """(text, note) of one summary of the post: a TL;DR by the post's own writer or, with
+    probability OTHER_WRITER, by another writer (a plan drawn as `other_references` draws
+    them), as it is (kind "reference") or perturbed (any other kind of PAIR_KINDS). The
+    note says which: "own drop_fact", "other reference", ..."""
+    writer = "own"
+    if rng.random() < OTHER_WRITER:
+        writer, plan = "other", reference_plan(rng, writer_register(post.facts, rng))
+        post = replace(post, summary=render_summary(post.facts, plan), facts={**post.facts, "reference": plan})
+    text = post.summary if kind == "reference" else perturb(post, kind, rng)
+    return text, f"{writer} {kind}"
+
+
+def score_pair(post: Post, a: str, b: str, personas: tuple[Persona, ...]) -> list[tuple[float, float]]:
+    """Each persona's gold scores of the two summaries."""
+    return [(gold_score(post, a, p.weights), gold_score(post, b, p.weights)) for p in personas]
+
+
+def is_contested(scores: list[tuple[float, float]]) -> bool:
+    """Whether the personas' gold judges disagree on which summary is better."""
+    prefers_a = {sa > sb for sa, sb in scores}
+    return len(prefers_a) == 2
+
+
+def _draw_pair(personas: tuple[Persona, ...], split: str, seed: int, role: int, contested: bool,
+               rng: random.Random) -> tuple[Post, tuple, tuple, list[tuple[float, float]]]:
+    """A pair of the wanted class (see the module docstring) on a post of the given role
+    (0: even posts, for contexts; 1: odd posts, held out)."""
+    kinds, kind_weights = list(PAIR_KINDS), list(PAIR_KINDS.values())
+    for _ in range(MAX_POSTS):
+        post = make_post(2 * rng.randrange(POSTS_PER_ROLE) + role, split, seed)
+        for _ in range(DRAWS_PER_POST):
+            ka, kb = rng.choices(kinds, kind_weights, k=2)
+            (a, note_a), (b, note_b) = candidate(post, ka, rng), candidate(post, kb, rng)
+            if a.split()[:30] == b.split()[:30]:  # what a 48-token model sees, as comparisons.py
+                continue
+            scores = score_pair(post, a, b, personas)
+            if all(abs(sa - sb) > 1e-9 for sa, sb in scores) and is_contested(scores) == contested:
+                return post, (a, b), (note_a, note_b), scores
+    raise SyntheticWorldError(f"no {'contested' if contested else 'shared'} pair in {MAX_POSTS} posts")
+
+
+def _classes(population: str, n: int, rng: random.Random) -> list[bool]:
+    """Which of n comparisons are contested: all, or (pets) half of them, shuffled; an odd n
+    gives the extra one to either class with equal chance."""
+    shared = SHARED_FRACTION.get(population, 0.0)
+    if not shared:
+        return [True] * n
+    n_shared = int(n * shared) + (rng.random() < n * shared % 1)
+    classes = [False] * n_shared + [True] * (n - n_shared)
+    rng.shuffle(classes)
+    return classes
+
+
+def make_user(population: str, index: int, split: str = "train", seed: int = 0) -> User:
+    """User `index` of `population` in `split` under world `seed` (see the module docstring)."""
+    uid = user_id(population, index, split, seed)
+    rng = random.Random(f"{SEED_PREFIX}/users/{uid}")
+    personas = POPULATIONS[population]
+    persona = personas[index % len(personas)]
+    n_context = rng.randint(*CONTEXT_SIZES)
+    roles = [0] * n_context + [1] * HELD_OUT_PER_USER
+    classes = _classes(population, n_context, rng) + _classes(population, HELD_OUT_PER_USER, rng)
+    labeler = user_labeler(uid, persona)
+    comparisons = []
+    for role, contested in zip(roles, classes):
+        post, texts, notes, scores = _draw_pair(personas, split, seed, role, contested, rng)
+        sa, sb = scores[personas.index(persona)]
+        comparisons.append(UserComparison(post, texts, notes, (sa, sb), contested,
+                                          choice=labeler.choose_scores(sa, sb), gold_choice=0 if sa > sb else 1))
+    return User(population, index, split, seed, persona, tuple(comparisons[:n_context]),
+                tuple(comparisons[n_context:]))
+
+
+_ID = re.compile(r"^s(-?\d+)-([a-z0-9]+)-([a-z]+)-(\d+)$")
+
+
+def user_from_id(uid: str) -> User:
+    """Regenerate a user from its id ("s0-p2-train-000012")."""
+    m = _ID.match(uid)
+    if not m:
+        raise SyntheticWorldError(f"not a user id: {uid!r} (expected like 's0-p2-train-000012')")
+    return make_user(m.group(2), int(m.group(4)), m.group(3), int(m.group(1)))
+
+
+def make_users(population: str, split: str, n: int, start: int = 0, seed: int = 0) -> list[User]:
+    """Users start .. start+n-1 of a population and split."""
+    return [make_user(population, i, split, seed) for i in range(start, start + n)]
+
+
+# ---- the context, rendered ------------------------------------------------------------------
+def _choice_letter(comparison: UserComparison) -> str:
+    return "AB"[comparison.choice]
+
+
+def context_messages(context: tuple[UserComparison, ...] | list[UserComparison]) -> list[dict[str, str]]:
+    """The context as past conversations: the user asks for a TL;DR of a post, the assistant
+    offers two, the user says which it prefers (at the start of its next message); the
+    last user message asks for the summary of preferences and ends with "Start your
+    response with ##Summary". Roles alternate user / assistant, as chat templates expect."""
+    messages, choice = [], ""
+    for c in context:
+        messages.append({"role": "user", "content": choice + "Write a TL;DR of this post.\n\n" + c.post.query()})
+        messages.append({"role": "assistant",
+                         "content": f"Summary A: {c.summaries[0]}\n\nSummary B: {c.summaries[1]}"})
+        choice = f"I prefer Summary {_choice_letter(c)}.\n\n"
+    messages.append({"role": "user", "content": choice + INSTRUCTION})
+    return messages
+
+
+def context_text(context: tuple[UserComparison, ...] | list[UserComparison]) -> str:
+    """The context as plain text, for small models: per past comparison
+
+        Post: <body>
+        Summary A: <a>
+        Summary B: <b>
+        I chose A.
+
+    then "What I want from a TL;DR: ##Summary", after which the model writes z."""
+    blocks = [f"Post: {c.post.post}\nSummary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\n"
+              f"I chose {_choice_letter(c)}." for c in context]
+    return "\n\n".join(blocks + [f"What I want from a TL;DR: {SUMMARY_MARKER}"])
+
+
+def parse_summary(text: str) -> str:
+    """z: the text after the last "##Summary" marker, stripped (with a leading ':'). Without
+    a marker, the whole text: splitting on the marker and keeping the last piece, as the
+    authors delimit z, keeps everything when there is nothing to split on. A completion of
+    `context_text`, which ends with the marker, is therefore z as it is."""
+    z = text.split(SUMMARY_MARKER)[-1].strip()
+    return z[1:].strip() if z.startswith(":") else z
