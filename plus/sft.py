@@ -28,7 +28,7 @@ from plus import checkpoint
 from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
-from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
+from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order, fit_batch_to_data,
                            load_resume_state, lr_at, make_optimizer, peak_flops, set_lr, truncate_metrics, unwrap)
 
 
@@ -103,6 +103,10 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
+    args.train_batch_size, args.micro_train_batch_size, note = fit_batch_to_data(
+        dataset_size, args.train_batch_size, args.micro_train_batch_size, ctx.world_size, unit)
+    if note:
+        print0(ctx, f"[{stage}] {note}")
     accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
     steps_per_epoch = dataset_size // args.train_batch_size
     if steps_per_epoch == 0:

@@ -87,6 +87,22 @@ def check_batch_sizes(train_batch_size: int, micro_batch_size: int, world_size: 
     return train_batch_size // per_step
 
 
+def fit_batch_to_data(n: int, train_batch_size: int, micro_batch_size: int, world_size: int,
+                      unit: str) -> tuple[int, int, str | None]:
+    """(global batch, micro-batch, a note or None): a global batch larger than the data
+    shrinks to the largest multiple of the processes that fits, and the micro-batch to a
+    divisor of its share, so a small file trains on the first try; the note says so."""
+    if n >= train_batch_size:
+        return train_batch_size, micro_batch_size, None
+    batch = n // world_size * world_size
+    if batch == 0:
+        raise ValueError(f"{n} {unit} cannot give each of the {world_size} processes one")
+    share = batch // world_size
+    micro = max(m for m in range(1, min(micro_batch_size, share) + 1) if share % m == 0)
+    return batch, micro, (f"{n} {unit} are fewer than one global batch ({train_batch_size}): training with "
+                          f"--train_batch_size {batch} --micro_train_batch_size {micro}")
+
+
 # ----------------------------------------------------------------------------------------
 # Mixed precision
 

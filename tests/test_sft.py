@@ -235,3 +235,21 @@ def test_target_logprobs_fused_or_plain_match_log_softmax(threshold, monkeypatch
     torch.testing.assert_close(hidden.grad, h2.grad.float(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(weight.grad, w2.grad.float(), rtol=1e-5, atol=1e-5)
     assert (hidden.grad[0, :3] == 0).all()
+
+
+def test_fit_batch_to_data_by_hand():
+    assert training.fit_batch_to_data(100, 32, 16, 2, "examples") == (32, 16, None)
+    batch, micro, note = training.fit_batch_to_data(20, 32, 16, 1, "prompts")
+    assert (batch, micro) == (20, 10) and "20 prompts are fewer than one global batch (32)" in note
+    assert training.fit_batch_to_data(21, 32, 16, 2, "prompts")[:2] == (20, 10)  # 10 each: micro 10
+    assert training.fit_batch_to_data(7, 32, 4, 2, "prompts")[:2] == (6, 3)      # 3 each: micro 3
+    with pytest.raises(ValueError, match="cannot give each of the 2 processes one"):
+        training.fit_batch_to_data(1, 32, 16, 2, "prompts")
+
+
+def test_a_small_file_trains_with_the_default_batch(files, pretrained, tmp_path, capsys):
+    """20 prompts against the default global batch of 32: the batch shrinks, one line says so."""
+    run("--stage", "sft", "--dataset", str(files / "tldr.jsonl"), "--init_from", str(pretrained / "pretrain"),
+        "--out_dir", str(tmp_path), "--max_steps", "2", "--eval_steps", "0")
+    assert "responses are fewer than one global batch (32): training with --train_batch_size 20" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
