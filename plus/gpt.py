@@ -319,12 +319,7 @@ class GPT(nn.Module):
         else:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
 
-        x = self.tok_emb(idx)
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(position_ids)
-        else:
-            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        x, rope = self._embed(idx, position_ids)
         x = self.dropout(x)
 
         if segment_ids is None and (attention_mask is not None or past > 0):
@@ -335,6 +330,14 @@ class GPT(nn.Module):
             kv_cache.length += T
         return self.norm_f(x)
 
+    def _embed(self, idx: torch.Tensor, position_ids: torch.Tensor):
+        """Token embeddings, plus learned positions (GPT-2) or the rotary (cos, sin) the
+        attention applies (Llama): (x [B, T, C], rope or None)."""
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            return x + self.pos_emb(position_ids), None
+        return x, rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+
     def decode_step(self, idx: torch.Tensor, position_ids: torch.Tensor, key_mask: torch.Tensor,
                     kv_cache: KVCache) -> torch.Tensor:
         """One new token per row with fixed shapes, for decoding under a CUDA graph:
@@ -343,12 +346,7 @@ class GPT(nn.Module):
         keys and values go to column `kv_cache.write_at`. Returns the logits [B, V]. The
         same numbers as `forward` + `logits` on the cache's filled part: the extra columns
         are masked out."""
-        x = self.tok_emb(idx)
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(position_ids)
-        else:
-            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        x, rope = self._embed(idx, position_ids)
         attn_mask = key_mask[:, None, None, :]                      # [B, 1, 1, max_len]
         for block in self.blocks:
             x = block(x, rope, attn_mask, kv_cache)
