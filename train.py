@@ -41,9 +41,8 @@ STAGE_DEFAULTS = {
     "sft": dict(learning_rate=3e-3, max_steps=950, train_batch_size=32, micro_train_batch_size=16,
                 warmup_ratio=0.05, max_len=256, eval_steps=50),
     # No max_steps: one epoch (Stiennon et al. 2020) over a file, or over RM_WORLD_PAIRS.
-    # The LM loss on chosen responses at Cheng et al.'s 0.1 keeps the LM head, which the
-    # reward's surprise term reads, a language model (world RM, one seed: 83.5% gold
-    # agreement with it, 80.0% without; seeds differ by about 3 points; BENCHMARKS.md).
+    # The LM loss on the chosen responses is at Cheng et al.'s default, 0.1, which also
+    # keeps the LM head that --token_surprise's term reads a language model.
     "rm": dict(learning_rate=3e-4, train_batch_size=32, micro_train_batch_size=32, warmup_ratio=0.05,
                eval_steps=200, lm_loss_coeff=0.1),
     # PPO: the paper's hyperparameters live in plus.ppo.PPOConfig; the demo's differ because a
@@ -123,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "2023; 0 turns it off)")
     p.add_argument("--token_surprise", action=argparse.BooleanOptionalAction, default=None,
                    help="rm: add the surprise term to the reward, a learned function of each response token's "
-                        "log-probability and entropy under the model's own LM head (plus/reward_head.py; default: "
-                        "on for a new reward head, as the checkpoint has it when training a reward model further)")
+                        "log-probability and entropy under the model's own LM head (plus/surprise.py; opt-in: by "
+                        "default a new reward head is the plain one of Stiennon et al., and a reward model trained "
+                        "further keeps what it has)")
     p.add_argument("--normalize_reward", action="store_true",
                    help="rm: also scale rewards so the reference summaries have std 1 (they always get mean 0)")
     # sizes and schedule (None -> the stage default)
@@ -374,6 +374,7 @@ def run_sft(args, ctx: Dist) -> dict:
 def run_rm(args, ctx: Dist) -> dict:
     from plus import reward_trainer
     from plus.reward_head import load_reward_model
+    from plus.surprise import SurpriseRewardModel, apply_token_surprise
 
     out_dir = Path(args.out_dir) / "rm"
     # A policy checkpoint (SFT by default) gets a new reward head; a reward checkpoint is
@@ -381,10 +382,8 @@ def run_rm(args, ctx: Dist) -> dict:
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
     torch.manual_seed(args.seed)  # the new head's initialization
     start = out_dir if args.resume else init_from
-    surprise = args.token_surprise
-    if surprise is None and "reward" not in checkpoint.load_config(checkpoint.resolve(start)):
-        surprise = True  # a new reward head gets the surprise term by default
-    model, tokenizer, _ = load_reward_model(start, token_surprise=surprise)
+    model, tokenizer, _ = load_reward_model(start)
+    model = apply_token_surprise(model, args.token_surprise, start)
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
     def load(path: str, split: str, n: int | None, summaries_per_post: int = 2) -> list:
@@ -416,7 +415,7 @@ def run_rm(args, ctx: Dist) -> dict:
               **({"summaries_per_post": per_post} if args.dataset == "synthetic" else {}),
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
               "lm_loss_coeff": args.lm_loss_coeff, "normalize_reward": args.normalize_reward,
-              "token_surprise": model.token_surprise,
+              "token_surprise": isinstance(model, SurpriseRewardModel),
               "references": "world reference summaries of the training posts" if args.dataset == "synthetic"
               else "distinct chosen responses of the training pairs"}
     return reward_trainer.train(model=model, tokenizer=tokenizer, pairs=pairs, eval_sets=eval_sets,

@@ -11,8 +11,8 @@ post (the world's training comparisons: k = 4 gives 6 pairs), the post is comput
 for k(k-1)/2 pairs. Both layouts run the same pairs in the same micro-batches, forward
 and backward of the Bradley-Terry loss; the losses they compute are printed as a check
 (they agree to float round-off). A policy checkpoint gets a new reward head without the
-surprise term unless `--token_surprise` asks for one (train.py's rm stage adds it by
-default): the term's cost is the difference between the two.
+surprise term unless `--token_surprise` asks for one (plus/surprise.py, as train.py's rm
+stage does with the same flag): the term's cost is the difference between the two.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from plus.bradley_terry import bradley_terry_loss
 from plus.data import collate_sft, collate_shared_prompts, load_preference_pairs, response_tokens
 from plus.reward_head import load_reward_model
 from plus.reward_trainer import pair_forward, pair_rows
+from plus.surprise import SurpriseRewardModel, apply_token_surprise
 
 
 def per_sequence_loss(model, pairs, pad_id: int) -> tuple[torch.Tensor, int]:
@@ -56,11 +57,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the new reward head of a policy checkpoint
-    model, tokenizer, _ = load_reward_model(args.checkpoint, token_surprise=args.token_surprise)
+    model, tokenizer, _ = load_reward_model(args.checkpoint)
+    model = apply_token_surprise(model, args.token_surprise, args.checkpoint)
     model.train()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
           f"{model.backbone.num_params() / 1e6:.2f}M parameters, micro-batches of {args.micro_batch} pairs, "
-          f"{'with' if model.token_surprise else 'without'} the surprise term")
+          f"{'with' if isinstance(model, SurpriseRewardModel) else 'without'} the surprise term")
     print("| summaries per post | layout | pairs/s (median micro-batch) | tokens computed per pair (with padding) "
           "| loss |")
     print("|---|---|---|---|---|")

@@ -13,6 +13,9 @@ paid per token and the score once, at the end:
     reward_t = -beta * KL_t                  for every response token t,
     reward_T = -beta * KL_T + score          on the last response token T (its EOS).
 
+(A scorer may also say which part of the score single tokens earned; each such part is
+then paid at its token and the rest at the EOS: `per_token_rewards`.)
+
 One PPO update, in the order of the paper (and of CleanRL's ppo.py):
 
   1. rollout   sample one summary per prompt from pi_RL; record its log-probabilities,
@@ -39,10 +42,11 @@ comments where they happen, as "Detail: ...":
   * 4 epochs, policy and value clipping 0.2, value coefficient 0.1, AdamW eps 1e-5.
 
 The reward is pluggable: `train` takes any `ScoreFn` that maps a batch of (prompt,
-response) token lists to scores [B]; `reward_model_scorer` wraps a reward model, the
-default. An `on_update` callback runs after every PPO update; PLUS (Nam et al. 2025)
-trains its summarizer with this loop, rewarded by a reward model that the callback
-updates on the same rollout between PPO updates.
+response) token lists to scores [B] (and, optionally, their per-token parts);
+`reward_model_scorer` wraps a reward model, the default. An `on_update` callback runs
+after every PPO update; PLUS (Nam et al. 2025) trains its summarizer with this loop,
+rewarded by a reward model that the callback updates on the same rollout between PPO
+updates.
 
 With torchrun, each process samples its own share of the prompts; policy and critic are
 wrapped in DDP, so their gradients are averaged over processes; only rank 0 writes. With
@@ -122,8 +126,11 @@ class PPOConfig:
 # A reward function: (prompt token lists, response token lists ending in EOS when the
 # response ended, the prompts' dataset indices) -> scores [B]. Text-based scorers decode
 # the lists with the tokenizer; the indices let a scorer look up per-example data (PLUS:
-# the user's recorded choice).
-ScoreFn = Callable[[list[list[int]], list[list[int]], list[int]], torch.Tensor]
+# the user's recorded choice). A scorer may instead return (scores [B], token_scores):
+# token_scores[i] [len(response i)] the part of score i that each response token earned,
+# which PPO pays at that token (`per_token_rewards`).
+ScoreFn = Callable[[list[list[int]], list[list[int]], list[int]],
+                   "torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]"]
 # Runs after each PPO update: (step, rollout, logged stats) -> extra stats to log, or None.
 UpdateCallback = Callable[[int, "Rollout", dict], "dict | None"]
 
@@ -131,10 +138,14 @@ UpdateCallback = Callable[[int, "Rollout", dict], "dict | None"]
 def reward_model_scorer(reward_model, pad_id: int, batch_size: int, device) -> ScoreFn:
     """The default reward: the reward model's normalized score, read at the last token of
     each right-padded (prompt + response) sequence, i.e. at the EOS of a finished summary
-    (Detail: reward read at the EOS; right padding as in reward-model training), plus, for
-    a reward model with the surprise term, that term summed over the response tokens."""
+    (Detail: reward read at the EOS; right padding as in reward-model training). A reward
+    model with the opt-in surprise term scores with `plus.surprise.token_scorer`, which
+    also gives the term's part of each score per token."""
     from plus.reward_trainer import score
+    from plus.surprise import SurpriseRewardModel, token_scorer
 
+    if isinstance(reward_model, SurpriseRewardModel):
+        return token_scorer(reward_model, pad_id, batch_size, device)
     reward_model.requires_grad_(False)
 
     def score_fn(prompts: list[list[int]], responses: list[list[int]], indices: list[int]) -> torch.Tensor:
@@ -188,11 +199,19 @@ def apply_missing_eos_penalty(scores: torch.Tensor, ended: torch.Tensor, penalty
 
 
 def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor,
-                      kl_coef: float) -> torch.Tensor:
+                      kl_coef: float, token_scores: torch.Tensor | None = None) -> torch.Tensor:
     """The RLHF reward of every response token: -kl_coef * KL_t on each token, plus the
-    score [B] on the last response token (the EOS); 0 on padding. kl, mask: [B, N]."""
+    score [B] on the last response token (the EOS); 0 on padding. kl, mask: [B, N].
+
+    With `token_scores` [B, N], the parts of each score that single tokens earned, each
+    token also gets its part and the last token only the rest of the score: the same
+    total reward, each part paid where it was earned."""
     mask = response_mask.to(kl.dtype)
     rewards = -kl_coef * kl * mask                                     # [B, N]
+    if token_scores is not None:
+        token_scores = token_scores.to(rewards.dtype) * mask
+        rewards += token_scores
+        scores = scores.to(rewards.dtype) - token_scores.sum(1)       # [B] what is left for the EOS
     last = (mask.sum(1).long() - 1).clamp(min=0)                       # [B] the response is a prefix run of 1s
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype) * mask[rows, last]
@@ -217,6 +236,7 @@ class Rollout:
     values: torch.Tensor           # [B, N] the critic's values at sampling time
     scores: torch.Tensor           # [B] float32 from the score function (step 2 clips it, applies the penalty)
     entropy: float                 # mean per-token entropy of pi_RL on this rollout
+    token_scores: torch.Tensor | None = None  # [B, N] the scores' per-token parts, when the scorer gives them
     rewards: torch.Tensor | None = None     # [B, N] per-token RLHF reward   } set in step 2
     advantages: torch.Tensor | None = None  # [B, N] whitened GAE advantages }
     returns: torch.Tensor | None = None     # [B, N] critic targets           }
@@ -255,9 +275,15 @@ def rollout(policy, ref_policy, critic, score_fn: ScoreFn, tokenizer, prompts: l
         values = response_values(critic, input_ids, attention_mask, samples.tokens.shape[1])
     policy.train()
     scores = score_fn(prompts, response_lists(samples.tokens, samples.mask), prompt_indices)  # [B]
+    token_scores = None
+    if isinstance(scores, tuple):  # (scores, each response's per-token parts) -> [B], [B, N]
+        scores, parts = scores
+        token_scores = torch.zeros(samples.tokens.shape, device=device)
+        for i, part in enumerate(parts):
+            token_scores[i, :len(part)] = part
     return Rollout(prompt_indices, input_ids, attention_mask, samples.tokens, samples.mask, samples.ended,
                    logprobs.float(), ref_logprobs.float(), values.float(), scores.to(device).float(),
-                   float(masked_mean(entropy.float(), samples.mask)))
+                   float(masked_mean(entropy.float(), samples.mask)), token_scores)
 
 
 # ----------------------------------------------------------------------------------------
@@ -384,7 +410,10 @@ def train(
         batch.scores = batch.scores.clamp(-cfg.reward_clip, cfg.reward_clip)
         batch.scores = apply_missing_eos_penalty(batch.scores, batch.ended, cfg.missing_eos_penalty)
         kl = kl_penalty(batch.logprobs, batch.ref_logprobs, cfg.kl_estimator) * mask  # [B, N]
-        batch.rewards = per_token_rewards(batch.scores, kl, mask, kl_controller.value)
+        # Per-token parts of a score go to their tokens, except in a response that never
+        # ended: the penalty replaced its whole score.
+        token_scores = None if batch.token_scores is None else batch.token_scores * batch.ended[:, None]
+        batch.rewards = per_token_rewards(batch.scores, kl, mask, kl_controller.value, token_scores)
         guard(step + 1, reward=float(batch.rewards.sum()))
         gae_rewards = whiten(batch.rewards, mask, shift_mean=False) if cfg.whiten_rewards else batch.rewards
         advantages, batch.returns = compute_gae(gae_rewards, batch.values, mask, cfg.gamma, cfg.lambd)

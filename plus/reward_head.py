@@ -1,18 +1,22 @@
-"""The reward model: the decoder with a scalar head, read at the last real token.
+"""The reward model of Stiennon et al. 2020: the decoder with a scalar head, read at the
+last real token.
 
 Stiennon et al. 2020 (§3.4, "Learning to summarize from human feedback") turn the
-supervised policy into a reward model r(x, y) by replacing its output head with a linear
-layer that maps one hidden state to one number. The number is read at the token that
-ends the summary: the decoder is causal, so only the hidden state of the *last* token has
-seen the whole post and the whole summary. Batches are right-padded for scoring, so that
-token is the last non-pad one (the EOS for a finished summary); `last_token_index` finds
-it from the attention mask.
+supervised policy into a reward model by replacing its output head with a linear layer
+that maps one hidden state to one number:
+
+    r(x, y) = w . h_EOS + b,
+
+h_EOS the final hidden state of the token that ends the summary. The decoder is causal,
+so only the hidden state of the *last* token has seen the whole post and the whole
+summary. Batches are right-padded for scoring, so that token is the last non-pad one (the
+EOS for a finished summary); `last_token_index` finds it from the attention mask.
 
 The implementation details that matter (Huang et al. 2024, "The N+ implementation
 details of RLHF with PPO"):
 
-* The new head starts small, weight ~ N(0, 1 / (n_embd + 1)) (std 1/sqrt(n_embd + 1))
-  and bias 0, so the first rewards are near 0 and the pretrained features are not swamped.
+* The new head starts small, w ~ N(0, 1 / (n_embd + 1)) (std 1/sqrt(n_embd + 1)) and
+  b = 0, so the first rewards are near 0 and the pretrained features are not swamped.
 * Dropout is off: a reward must be a deterministic function of the text.
 * Normalization. The Bradley-Terry loss only sees differences r(x, y_win) - r(x, y_lose),
   so the trained scale has no fixed zero. Afterwards the rewards are shifted so that the
@@ -25,36 +29,13 @@ details of RLHF with PPO"):
   the same normalized reward from the checkpoint, while `raw_rewards` keeps the untouched
   score for renormalizing.
 
-The surprise term (this project's addition; `--no-token_surprise` leaves the reward of
-Stiennon et al. as it is). A summary that states a wrong value ("for 3 years" where the
-post says 8 months) differs from a right one in a single token, and the EOS hidden state
-has to learn to compare that token with the post. The policy the reward model starts from
-already does that comparison every time it predicts a token: a value that contradicts the
-post is a *surprise* to it, -log p(y_t | x, y_<t) high, at a place where it was sure of
-the next token, its *entropy* H_t low. So the reward adds, summed over the response
-tokens, a small learned function of those two numbers, both read from the model's own
-language-model head:
-
-    r(x, y) = w . h_EOS + b + sum_t g(-log p(y_t | x, y_<t), H_t),
-
-g a two-layer MLP (2 -> 16 -> 1, SiLU) whose last layer starts at zero, so a new reward
-model starts as exactly the reward model of Stiennon et al. and learns how much to trust
-its own surprise. Everything stays differentiable: the Bradley-Terry loss trains the
-backbone through g as well (with g's inputs detached the gain was about a sixth as
-large), so it also shapes the model's next-token predictions, much as direct preference
-optimization (Rafailov et al. 2023) turns a policy's log-likelihoods into an implicit
-reward. On the built-in world, in the same training budget, it lifted agreement with the
-gold judge from 72% to 80% (one seed), and to 80.7-83.5% (two seeds) with the trainer's
-default language-model loss, which keeps the LM head that g reads a language model; a
-reference against a copy with one wrong value went from chance to 99% (BENCHMARKS.md,
-"The reward model's surprise term"). A cost to watch: g learns to pay a little for every
-fluent token, so the reward grows with length, an incentive PPO can follow (the demo's
-PPO summaries run 34-35 tokens, against 33.5 with the EOS head alone and 29 for SFT).
-
-Scoring with the term needs to know which tokens are the response's: `response_tokens` =
-(at [M, 2], ids [M], owner [M]), the (row, column) whose output predicts each response
-token, the token, and which of the rewards it belongs to (`plus.data.response_tokens`
-builds them from SFT-style labels, `plus.data.collate_shared_prompts` for packed rows).
+Rows that pack one prompt with several responses (`segment_ids`, plus/gpt.py; built by
+`plus.data.collate_shared_prompts`) give one reward per response, read at the (row,
+column) of each response's last token (`read_at`). The same forward pass can also give
+log p(y_t | x, y_<t) of given response tokens through the decoder's own LM head: the
+language-model loss of Cheng et al. 2023 that the reward trainer adds reads them
+(`return_logprobs`). This project's opt-in extension of the reward, the surprise term,
+lives in plus/surprise.py.
 
 Checkpoints: `RewardModel.save` writes a checkpoint directory (plus/checkpoint.py) whose
 config.json has "stage": "rm", the decoder's "model" config and a "reward" section;
@@ -78,7 +59,6 @@ from plus.gpt import GPT, GPTConfig
 from plus.tokenizer import Tokenizer
 
 NORMALIZATION = "gain * raw + bias"  # written into config.json so the file explains itself
-SURPRISE_HIDDEN = 16  # width of the surprise term's MLP
 
 
 def scalar_head(n_embd: int) -> nn.Linear:
@@ -145,17 +125,14 @@ class RewardHead(nn.Module):
         return self.normalize(self.raw(hidden))
 
     @torch.no_grad()
-    def set_normalization(self, reference_rewards_raw: torch.Tensor, normalize_std: bool,
-                          reference_surprise_raw: torch.Tensor | None = None) -> dict:
+    def set_normalization(self, reference_rewards_raw: torch.Tensor, normalize_std: bool) -> dict:
         """Choose gain and bias so the given raw rewards of the reference summaries have
         mean 0 after normalization, and (population) std 1 when `normalize_std`.
 
         With mean m and population std s of the references: gain = 1/s (or 1), and
         bias = -m * gain, so gain * r + bias = (r - m) * gain. The population std (divide
         by n, not n - 1) is the one that comes out as exactly 1. Returns the statistics,
-        which are also kept in `self.normalization` and saved to config.json; with
-        `reference_surprise_raw` (the surprise term's part of each raw reward), also its
-        mean, which the critic takes in place of the term (plus/value_head.py).
+        which are also kept in `self.normalization` and saved to config.json.
         """
         r = reference_rewards_raw.detach().double().flatten()
         if r.numel() == 0:
@@ -173,124 +150,87 @@ class RewardHead(nn.Module):
             "n_references": r.numel(),
             "normalize_std": normalize_std,
         }
-        if reference_surprise_raw is not None:
-            self.normalization["reference_surprise_mean_raw"] = float(reference_surprise_raw.double().mean())
         return self.normalization
 
 
-class SurpriseTerm(nn.Module):
-    """g(surprise, entropy) of each response token (see the module docstring): a
-    Linear(2, hidden) -> SiLU -> Linear(hidden, 1) whose last layer starts at zero."""
-
-    def __init__(self, hidden: int = SURPRISE_HIDDEN):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.SiLU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self, logprobs: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
-        """[M] log p(y_t) and [M] entropies -> [M] per-token terms, in float32."""
-        features = torch.stack([-logprobs.float(), entropy.float()], dim=-1)   # [M, 2]
-        with torch.autocast(features.device.type, enabled=False):
-            hidden = nn.functional.silu(float32_linear(features, self.mlp[0]))  # [M, hidden]
-            return float32_linear(hidden, self.mlp[2]).squeeze(-1)
-
-
 class RewardModel(nn.Module):
-    """r(x, y): the decoder (`backbone`) and a `RewardHead` read at the last real token,
-    plus, with `token_surprise`, the `SurpriseTerm` summed over the response tokens."""
+    """r(x, y): the decoder (`backbone`) and a `RewardHead` read at the last real token."""
 
-    def __init__(self, config: GPTConfig, token_surprise: bool = False):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         if config.dropout != 0.0:
             raise ValueError(f"a reward model needs dropout=0 (got {config.dropout}): rewards must be deterministic")
         self.config = config
         self.backbone = GPT(config)
         self.head = RewardHead(config.n_embd)
-        self.surprise = SurpriseTerm() if token_surprise else None
-
-    @property
-    def token_surprise(self) -> bool:
-        return self.surprise is not None
 
     @classmethod
-    def from_gpt(cls, gpt: GPT, token_surprise: bool = False) -> "RewardModel":
+    def from_gpt(cls, gpt: GPT) -> "RewardModel":
         """A reward model whose backbone is a copy of `gpt` (the SFT policy) and whose head
-        (and surprise term) is new (Stiennon et al. 2020). Dropout is switched off; it has
-        no weights, so the copy is exact."""
-        model = cls(replace(gpt.config, dropout=0.0), token_surprise)
+        is new (Stiennon et al. 2020). Dropout is switched off; it has no weights, so the
+        copy is exact."""
+        model = cls(replace(gpt.config, dropout=0.0))
         model.backbone.load_state_dict(gpt.state_dict())
         weight = gpt.tok_emb.weight
         return model.to(device=weight.device, dtype=weight.dtype)
 
-    def _parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-               response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-               segment_ids: torch.Tensor | None, read_at: torch.Tensor | None, return_logprobs: bool):
-        """(the head's raw score at the last token [B], the surprise term of each response
-        token [M] or None without the term, log p of the response tokens [M] or None),
-        from one forward pass."""
-        if (self.token_surprise or return_logprobs) and response_tokens is None:
-            raise ValueError("this reward needs response_tokens (which tokens are the response's): "
-                             "see plus.data.response_tokens")
+    # ---- the pieces of one forward pass ---------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's final hidden states [B, T, C] of right-padded rows, or of packed
+        rows [R, T, C] when `segment_ids` is given (attention_mask None)."""
         if segment_ids is not None:
-            hidden = self.backbone(input_ids, segment_ids=segment_ids)  # [R, T, C]
-        else:
-            hidden = self.backbone(input_ids, attention_mask=attention_mask)  # [B, T, C]
+            return self.backbone(input_ids, segment_ids=segment_ids)
+        return self.backbone(input_ids, attention_mask=attention_mask)
+
+    def head_scores(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                    read_at: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's raw score at each row's last real token [B], or at the (row, column)
+        pairs of `read_at` [N, 2] in packed rows: [N]."""
         # The head runs at every position (C -> 1 costs nothing next to the backbone),
         # exactly as the critic's value head does, so a critic copied from this model
         # reproduces these numbers bit for bit at the last token.
         per_token = self.head.raw(hidden)                                # [B, T]
         if read_at is not None:
-            head = per_token[read_at[:, 0], read_at[:, 1]]               # [N]
-        else:
-            head = at_last_token(per_token, attention_mask)              # [B]
-        terms = logprobs = None
-        if response_tokens is not None and (self.token_surprise or return_logprobs):
-            at, ids, _ = response_tokens
-            # The hidden states that predict the response tokens, [M, C]. Several tokens can
-            # be predicted at one column (every response's first, at the prompt's end), and
-            # the backward of hidden[rows, cols] then sums into it in an order that varies
-            # from run to run on CPU; index_select's backward sums in a fixed order.
-            flat = hidden.reshape(-1, hidden.shape[-1])                     # [R * T, C]
-            logits = self.backbone.logits(flat.index_select(0, at[:, 0] * hidden.shape[1] + at[:, 1]))  # [M, V]
-            if self.token_surprise:
-                logprobs, entropy = token_logprobs(logits, ids, return_entropy=True)  # [M], [M]
-                terms = self.surprise(logprobs, entropy)                    # [M]
-            else:
-                logprobs = token_logprobs(logits, ids)                      # [M]
-        return head, terms, logprobs
+            return per_token[read_at[:, 0], read_at[:, 1]]               # [N]
+        return at_last_token(per_token, attention_mask)                  # [B]
 
-    def raw_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                  response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                  segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
-                  return_logprobs: bool = False):
-        """(the head's raw score at the last token [B], the surprise term's sum over the
-        response tokens [B] or None without the term, log p of the response tokens [M] or
-        None without `return_logprobs`), from one forward pass; see `raw_rewards`."""
-        head, terms, logprobs = self._parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
-                                            return_logprobs)
-        surprise = None if terms is None else torch.zeros_like(head).index_add(0, response_tokens[2], terms)
-        return head, surprise, (logprobs if return_logprobs else None)
+    def response_logits(self, hidden: torch.Tensor, response_at: torch.Tensor) -> torch.Tensor:
+        """The LM head's logits [M, V] at the (row, column) pairs `response_at` [M, 2], the
+        positions that predict the response tokens."""
+        # Several tokens can be predicted at one column (every response's first, at the
+        # prompt's end), and the backward of hidden[rows, cols] then sums into it in an
+        # order that varies from run to run on CPU; index_select's backward sums in a
+        # fixed order.
+        flat = hidden.reshape(-1, hidden.shape[-1])                       # [R * T, C]
+        return self.backbone.logits(flat.index_select(0, response_at[:, 0] * hidden.shape[1] + response_at[:, 1]))
 
+    # ---- rewards ----------------------------------------------------------------------------
     def raw_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                     response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                     segment_ids: torch.Tensor | None = None, read_at: torch.Tensor | None = None,
                     return_logprobs: bool = False):
         """Unnormalized rewards [B] of right-padded sequences [B, T]: the head's score at
-        the last token, plus the surprise term's sum when the model has one.
-
-        `response_tokens` (at [M, 2], ids [M], owner [M]) name the response tokens (see the
-        module docstring); the surprise term needs them. With `return_logprobs`, also
-        log p of each of those tokens [M], from the same forward pass: the language-model
-        loss of Cheng et al. 2023 uses them, so reward and LM loss cost one pass.
+        each one's last token.
 
         Rows packing a prompt and several responses (`segment_ids`, with attention_mask
         None; see `plus.data.collate_shared_prompts`) give one reward per response, read at
-        the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N]."""
-        head, terms, logprobs = self._parts(input_ids, attention_mask, response_tokens, segment_ids, read_at,
-                                            return_logprobs)
-        raw = head if terms is None else head.index_add(0, response_tokens[2], terms)  # the head plus each row's terms
-        return (raw, logprobs) if return_logprobs else raw
+        the (row, column) pairs of `read_at` [N, 2], the responses' last tokens: [N].
+
+        With `return_logprobs`, also log p(y_t | x, y_<t) [M] of the response tokens that
+        `response_tokens` names, from the same forward pass: (at [M, 2] the (row, column)
+        that predicts each, ids [M] the tokens, owner [M] the reward each belongs to;
+        `plus.data.response_tokens` builds them for `collate_sft` rows, and
+        `collate_shared_prompts` for packed ones)."""
+        if return_logprobs and response_tokens is None:
+            raise ValueError("return_logprobs needs response_tokens (which tokens are the response's): "
+                             "see plus.data.response_tokens")
+        hidden = self.hidden_states(input_ids, attention_mask, segment_ids)  # [B, T, C]
+        raw = self.head_scores(hidden, attention_mask, read_at)              # [B]
+        if not return_logprobs:
+            return raw
+        at, ids, _ = response_tokens
+        return raw, token_logprobs(self.response_logits(hidden, at), ids)   # [B], [M]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -303,12 +243,11 @@ class RewardModel(nn.Module):
         rewards = self.head.normalize(raw)
         return (rewards, logprobs) if return_logprobs else rewards
 
-    # ----------------------------------------------------------------------------------
+    # ---- checkpoints ------------------------------------------------------------------------
     def checkpoint_config(self, extra_config: dict | None = None) -> dict:
         """config.json of this model: {"stage": "rm", **extra_config, "model", "reward"}.
         `extra_config` may override "stage" (a PLUS reward model), not the model sections."""
         reward = {
-            "token_surprise": self.token_surprise,
             "normalization": NORMALIZATION,
             "gain": float(self.head.gain),
             "bias": float(self.head.bias),
@@ -323,17 +262,14 @@ class RewardModel(nn.Module):
         return checkpoint.save_checkpoint(path, self, config, tokenizer=tokenizer, **resume)
 
 
-def load_reward_model(path, device="cpu", token_surprise: bool | None = None) -> tuple[RewardModel, Tokenizer, dict]:
+def load_reward_model(path, device="cpu") -> tuple[RewardModel, Tokenizer, dict]:
     """(RewardModel, Tokenizer, config) from a checkpoint directory.
 
     A reward checkpoint (config.json has a "reward" section) is restored whole: backbone,
-    head, surprise term and normalization. A policy checkpoint (pretrain / sft / ppo)
-    gives its decoder as the backbone and a newly initialized head, as
-    `RewardModel.from_gpt` would, with a new surprise term if `token_surprise`.
-
-    `token_surprise` None keeps what the checkpoint has. True on a reward checkpoint
-    without the term adds a new one, which starts at zero and so changes no reward; False
-    on one with a trained term is an error: dropping it would change every reward."""
+    head and normalization, as the class its config names (a checkpoint of the opt-in
+    extension of plus/surprise.py comes back as that file's model). A policy checkpoint
+    (pretrain / sft / ppo) gives its decoder as the backbone and a newly initialized head,
+    as `RewardModel.from_gpt` would."""
     path = checkpoint.resolve(path)
     config = checkpoint.load_config(path)
     if "model" not in config:
@@ -341,18 +277,13 @@ def load_reward_model(path, device="cpu", token_surprise: bool | None = None) ->
     gpt_config = replace(GPTConfig.from_dict(config["model"]), dropout=0.0)
     state = checkpoint.load_state_dict(path)
     if "reward" in config:
-        has_term = bool(config["reward"].get("token_surprise", False))
-        if token_surprise is False and has_term:
-            raise checkpoint.CheckpointError(
-                f"{path}: this reward model was trained with its surprise term; it cannot be dropped "
-                f"(start from a policy checkpoint for a reward model without one)")
-        model = RewardModel(gpt_config, token_surprise=has_term)
+        from plus.surprise import reward_model_class  # it builds on this file, so it is imported here
+
+        model = reward_model_class(config["reward"])(gpt_config)
         checkpoint.load_into(model, state)
         model.head.normalization = config["reward"].get("reference")
-        if token_surprise and not has_term:
-            model.surprise = SurpriseTerm()
     else:
-        model = RewardModel(gpt_config, token_surprise=bool(token_surprise))
+        model = RewardModel(gpt_config)
         checkpoint.load_into(model.backbone, state)
     tokenizer = Tokenizer.load(path / checkpoint.TOKENIZER)
     return model.to(device), tokenizer, config

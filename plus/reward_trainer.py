@@ -14,9 +14,7 @@ while it learns to rank it:
 
 S being the chosen-response tokens (and their EOS) of the whole global batch. Both terms
 come from one decoder pass: the reward head reads the final hidden state of the last
-real token, the LM head reads the hidden states that predict the response tokens (the
-reward's surprise term, plus/reward_head.py, reads the same log-probabilities of every
-response; the LM loss those of the chosen ones).
+real token, the LM head reads the hidden states that predict the response tokens.
 
 After training, the rewards are shifted so that the reference summaries score 0 on
 average (Stiennon et al.; Huang et al. 2024), and with `--normalize_reward` scaled so
@@ -59,6 +57,7 @@ from plus.data import (PreferencePair, SFTExample, collate_shared_prompts, colla
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
+from plus.surprise import SurpriseRewardModel
 from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
                            load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics)
 
@@ -97,8 +96,8 @@ def pair_forward(model, batch: dict, device, with_lm: bool) -> tuple[torch.Tenso
 def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_size: int, device,
           ctx: Dist = Dist(), raw: bool = False, parts: bool = False) -> torch.Tensor:
     """Rewards [N] (float64, normalized unless `raw`) of (prompt, response) sequences;
-    with `parts`, the raw reward's two parts [N, 2]: the head's score and the surprise
-    term's sum (0 without the term).
+    with `parts` (a SurpriseRewardModel, plus/surprise.py), the raw reward's two parts
+    [N, 2]: the head's score and the surprise term's sum.
 
     Each process scores a contiguous share, longest-first in batches of similar length
     (padding to the longest row of a batch is wasted work), and the shares are summed
@@ -116,8 +115,8 @@ def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_siz
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         tokens = response_tokens(batch["labels"].to(device))
         if parts:
-            head, surprise, _ = model.raw_parts(ids, mask, tokens)                   # [b], [b] or None
-            rewards = torch.stack([head, torch.zeros_like(head) if surprise is None else surprise], dim=-1)
+            head, terms, _ = model.raw_parts(ids, mask, tokens)                      # [b], [M]
+            rewards = torch.stack([head, torch.zeros_like(head).index_add(0, tokens[2], terms)], dim=-1)
         else:
             rewards = model.raw_rewards(ids, mask, tokens) if raw else model(ids, mask, tokens)  # [b]
         out[rows] = rewards.double().cpu()
@@ -272,12 +271,12 @@ def train(
         model.head.gain.fill_(1.0)
         model.head.bias.fill_(0.0)
     model.head.normalization = None
-    # An untied LM head (Llama-style) takes no part in a reward without the surprise term,
-    # so without the LM loss it would get no gradient, and DDP waits for every parameter's
+    # An untied LM head (Llama-style) takes no part in the reward of Stiennon et al., so
+    # without the LM loss it would get no gradient, and DDP waits for every parameter's
     # gradient. Freezing it leaves it out of DDP and of the optimizer; nothing else
     # changes, because AdamW skips a parameter without a gradient anyway. (A tied head is
-    # the token embedding: used.)
-    if not with_lm and not model.token_surprise and not model.config.tie_embeddings:
+    # the token embedding: used; so is a head that plus/surprise.py's term reads.)
+    if not with_lm and not isinstance(model, SurpriseRewardModel) and not model.config.tie_embeddings:
         model.backbone.lm_head.weight.requires_grad_(False)
     model.to(device).train()
     n_params = model.backbone.num_params()
@@ -374,10 +373,14 @@ def train(
 
     # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------
     t0 = time.perf_counter()
-    with full_params(ddp_model):
-        parts = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, parts=True)  # [n, 2]
-    stats = model.head.set_normalization(parts.sum(dim=1), args.normalize_reward,
-                                         parts[:, 1] if model.token_surprise else None)
+    if isinstance(model, SurpriseRewardModel):  # its term's mean is kept too, for the critic (plus/surprise.py)
+        with full_params(ddp_model):
+            parts = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, parts=True)  # [n, 2]
+        stats = model.set_normalization(parts[:, 0], parts[:, 1], args.normalize_reward)
+    else:
+        with full_params(ddp_model):
+            rewards = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)  # [n]
+        stats = model.head.set_normalization(rewards, args.normalize_reward)
     print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
                 f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "
                 f"{float(model.head.gain):.4f}, bias {float(model.head.bias):.4f}")

@@ -19,13 +19,8 @@ normalization* into the value head: the value head computes w'.h + b' with
 w' = gain * w and b' = gain * b + bias, which is `gain * (w.h + b) + bias`, the
 normalized reward that PPO actually receives. So at initialization the critic's value at
 the EOS equals the reward model's reward (exactly so before normalization, when gain = 1
-and bias = 0). A reward model with the surprise term (plus/reward_head.py) adds a sum over
-the response tokens that no per-position head can hold. The critic takes the backbone and
-the EOS head, and in place of the term its mean over the reference summaries, s (kept
-with the normalization): b' = gain * (b + s) + bias. On the references the critic's value
-at the EOS then averages what the reward averages, 0; on one summary it is off by that
-summary's term minus s (on the demo's references: s = 1.2, spread 0.3), which the first
-value updates learn.
+and bias = 0). The opt-in surprise term adds a sum over the response tokens that no
+per-position head can hold; plus/surprise.py says what the critic takes in its place.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ import torch.nn as nn
 
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, float32_linear, scalar_head
+from plus.surprise import SurpriseRewardModel
 
 
 class ValueHead(nn.Module):
@@ -67,10 +63,11 @@ class Critic(nn.Module):
         critic = cls(reward_model.config)
         critic.backbone.load_state_dict(reward_model.backbone.state_dict())
         rm_head = reward_model.head
-        # the surprise term's mean over the references stands in for the term (docstring)
-        s = (rm_head.normalization or {}).get("reference_surprise_mean_raw", 0.0) if reward_model.token_surprise else 0.0
+        bias = rm_head.linear.bias
+        if isinstance(reward_model, SurpriseRewardModel):  # the term's reference mean in its place
+            bias = bias + reward_model.reference_surprise_mean()
         critic.head.linear.weight.copy_(rm_head.gain * rm_head.linear.weight)
-        critic.head.linear.bias.copy_(rm_head.gain * (rm_head.linear.bias + s) + rm_head.bias)
+        critic.head.linear.bias.copy_(rm_head.gain * bias + rm_head.bias)
         weight = reward_model.backbone.tok_emb.weight
         return critic.to(device=weight.device, dtype=weight.dtype)
 

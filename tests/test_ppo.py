@@ -11,6 +11,7 @@ from plus.distributed import Dist
 from plus.generate import left_pad
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
+from plus.surprise import SurpriseRewardModel
 from plus.world import World
 from plus.tokenizer import Tokenizer
 from plus.value_head import Critic
@@ -35,6 +36,22 @@ def test_per_token_rewards_by_hand():
         [-0.2 + 0.25, 0.0, 0.0, 0.0],         # a response that is only its EOS
     ])
     torch.testing.assert_close(ppo.per_token_rewards(scores, kl, mask, kl_coef=0.1), expected)
+
+
+def test_per_token_rewards_with_token_scores_by_hand():
+    # The same kind of layout, with parts of each score that single tokens earned: each
+    # token gets its part, the EOS the rest of the score (the total is unchanged).
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    kl = torch.tensor([[0.5, -0.2, 1.0, 9.0], [2.0, 7.0, 7.0, 7.0]])
+    scores = torch.tensor([1.5, 0.25])
+    token_scores = torch.tensor([[0.2, -0.1, 0.3, 5.0], [0.4, 9.0, 9.0, 9.0]])  # padding's entries are ignored
+    expected = torch.tensor([
+        [-0.05 + 0.2, 0.02 - 0.1, -0.1 + 0.3 + (1.5 - 0.4), 0.0],
+        [-0.2 + 0.4 + (0.25 - 0.4), 0.0, 0.0, 0.0],  # only its EOS: the score, as without parts
+    ])
+    rewards = ppo.per_token_rewards(scores, kl, mask, kl_coef=0.1, token_scores=token_scores)
+    torch.testing.assert_close(rewards, expected)
+    torch.testing.assert_close(rewards.sum(1), scores - 0.1 * (kl * mask).sum(1))
 
 
 def test_missing_eos_penalty_replaces_only_unfinished_scores():
@@ -269,27 +286,44 @@ def test_eval_pairs_ppo_and_sft_samples_on_the_same_posts(tiny, tmp_path):
     assert "## Over-optimization" in (tmp_path / "eval" / "report.md").read_text()
 
 
-def test_rollouts_are_scored_with_the_reward_models_surprise_term(tiny, tmp_path):
+def test_rollouts_are_scored_with_the_reward_models_surprise_term_token_by_token(tiny, tmp_path):
     policy, tokenizer, _ = checkpoint.load_gpt(tiny / "sft")
     torch.manual_seed(0)
-    rm = RewardModel.from_gpt(policy, token_surprise=True).eval()
+    rm = SurpriseRewardModel.from_gpt(policy).eval()
     torch.nn.init.normal_(rm.surprise.mlp[2].weight)  # the term starts at zero; make it count
+    gain, bias = 0.5, 0.2
+    with torch.no_grad():  # a normalization, so that both show
+        rm.head.gain.fill_(gain)
+        rm.head.bias.fill_(bias)
     cfg = ppo.PPOConfig(max_steps=1, rollout_batch_size=8, train_batch_size=8, micro_train_batch_size=4,
-                        ppo_epochs=1, generate_max_len=6, reward_clip=1e6, no_progress=True)
+                        ppo_epochs=1, generate_max_len=6, reward_clip=1e6, missing_eos_penalty=-7.0, no_progress=True)
     seen, _ = capture_rollouts(tiny, cfg, tmp_path, score_fn=ppo.reward_model_scorer(rm, tokenizer.pad_id, 8, "cpu"))
     rollout, _ = seen[0]
     P = rollout.input_ids.shape[1] - rollout.responses.shape[1]
+    last = rollout.response_mask.sum(1) - 1
     checked = 0
+    # The first rollout is sampled by the reference itself, so its KL is 0 and the rewards
+    # are the score's parts alone.
     for i, response in enumerate(rollout.response_lists()):
-        if not rollout.ended[i]:
-            continue  # scored with the missing-EOS penalty instead
+        n = len(response)
+        if not rollout.ended[i]:  # the missing-EOS penalty replaces the whole score, parts included
+            row = torch.zeros(rollout.responses.shape[1])
+            row[last[i]] = -7.0
+            torch.testing.assert_close(rollout.rewards[i], row, atol=1e-6, rtol=0)
+            continue
         prompt = rollout.input_ids[i, :P][rollout.attention_mask[i, :P].bool()].tolist()
         ids = torch.tensor([prompt + response])
-        tokens = (torch.tensor([[0, len(prompt) - 1 + j] for j in range(len(response))]), torch.tensor(response),
-                  torch.zeros(len(response), dtype=torch.long))
-        with torch.no_grad():  # the sequence alone, unpadded: the head at its EOS plus the term's sum
-            head, surprise, _ = rm.raw_parts(ids, torch.ones_like(ids), tokens)
-        assert float(rollout.scores[i]) == pytest.approx(float(head + surprise), rel=1e-5, abs=1e-5)
-        assert abs(float(surprise)) > 1e-3
+        tokens = (torch.tensor([[0, len(prompt) - 1 + j] for j in range(n)]), torch.tensor(response),
+                  torch.zeros(n, dtype=torch.long))
+        with torch.no_grad():  # the sequence alone, unpadded: the head at its EOS and the term of each token
+            head, terms, _ = rm.raw_parts(ids, torch.ones_like(ids), tokens)
+        # the score: the normalized head plus the term's sum
+        assert float(rollout.scores[i]) == pytest.approx(gain * float(head + terms.sum()) + bias, rel=1e-5, abs=1e-5)
+        # paid token by token: each token its term (normalized), the EOS also the head's score
+        expected = gain * terms
+        expected[-1] += gain * head[0] + bias
+        torch.testing.assert_close(rollout.rewards[i, :n], expected, rtol=1e-5, atol=1e-5)
+        assert (rollout.rewards[i, n:] == 0).all()
+        assert abs(float(terms.sum())) > 1e-3
         checked += 1
     assert checked >= 2

@@ -15,6 +15,7 @@ from plus import checkpoint, data, reward_trainer
 from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, load_reward_model
+from plus.surprise import SurpriseRewardModel
 from plus.world import World, export, swapped_references
 from plus.tokenizer import Tokenizer
 
@@ -95,7 +96,7 @@ def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer,
     # Pairs 0 and 2 share a prompt and their chosen response (it counts twice in the LM
     # term); pair 3 shares the prompt too. Each sequence is also scored alone, unpadded.
     torch.manual_seed(0)
-    rm = RewardModel(tiny_config(tokenizer, family), token_surprise=surprise).eval()
+    rm = (SurpriseRewardModel if surprise else RewardModel)(tiny_config(tokenizer, family)).eval()
     if surprise:  # the term starts at zero; give it weights that show
         torch.nn.init.normal_(rm.surprise.mlp[2].weight)
         torch.nn.init.constant_(rm.surprise.mlp[2].bias, 0.1)
@@ -199,12 +200,33 @@ def one_by_one(rm, examples):
         return torch.tensor([float(rm(*alone(e))[0]) for e in examples], dtype=torch.float64)
 
 
+def test_the_default_reward_is_the_head_at_the_last_token(tokenizer, sft_dirs, tmp_path):
+    """A default run saves the reward model of Stiennon et al.: w . h_last + b, normalized
+    (gain and bias), computed here by hand from the saved weights."""
+    run(rm_args(sft_dirs / "gpt2", tmp_path, "--normalize_reward"))
+    rm, _, config = load_reward_model(tmp_path / "rm")
+    assert type(rm) is RewardModel and config["token_surprise"] is False and "token_surprise" not in config["reward"]
+    assert config["lm_loss_coeff"] == 0.1  # the LM loss of Cheng et al. at its default
+    state = checkpoint.load_state_dict(tmp_path / "rm")
+    assert not any(name.startswith("surprise.") for name in state)
+    w, b = state["head.linear.weight"][0].double(), float(state["head.linear.bias"])
+    gain, bias = float(state["head.gain"]), float(state["head.bias"])
+    assert gain != 1.0 and bias != 0.0  # normalized, so the check below applies both
+    examples = world_references(tokenizer, "valid", 6)
+    scored = reward_trainer.score(rm, examples, tokenizer.pad_id, 4, "cpu")  # right-padded batches
+    for e, got in zip(examples, scored):
+        with torch.no_grad():
+            h_last = rm.backbone(torch.tensor([e.prompt + e.response]))[0, -1].double()  # [C], unpadded
+        assert float(got) == pytest.approx(gain * (float(h_last @ w) + b) + bias, abs=1e-5)
+
+
 def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, sft_dirs, tmp_path):
-    run(rm_args(sft_dirs / "gpt2", tmp_path / "a", "--normalize_reward"))
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "a", "--normalize_reward", "--token_surprise"))
     rm, _, config = load_reward_model(tmp_path / "a" / "rm")
     assert config["reward"]["reference"]["n_references"] == 24 and config["normalize_reward"]
-    # the defaults: a new head gets the surprise term, training the LM loss at 0.1
-    assert config["reward"]["token_surprise"] and rm.token_surprise and config["lm_loss_coeff"] == 0.1
+    # the surprise term, as asked, and the LM loss at its default 0.1
+    assert config["reward"]["token_surprise"] and isinstance(rm, SurpriseRewardModel)
+    assert config["lm_loss_coeff"] == 0.1
     rewards = one_by_one(rm, world_references(tokenizer, "train", 24))  # the 24 training posts' references
     assert abs(float(rewards.mean())) < 1e-5
     assert float(rewards.std(correction=0)) == pytest.approx(1.0, abs=1e-5)
@@ -218,7 +240,7 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     # normalization is its own (gain and bias are reset before training, set after).
     run(rm_args(tmp_path / "a" / "rm", tmp_path / "b", "--max_samples", "16"))
     rm_b, _, config_b = load_reward_model(tmp_path / "b" / "rm")
-    assert rm_b.token_surprise  # kept from the reward model it started from
+    assert isinstance(rm_b, SurpriseRewardModel)  # kept from the reward model it started from
     assert config_b["reward"]["reference"]["n_references"] == 16 and not config_b["normalize_reward"]
     assert abs(float(one_by_one(rm_b, world_references(tokenizer, "train", 16)).mean())) < 1e-5
 
@@ -303,11 +325,12 @@ def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
                  "--max_steps", "3"]
     # llama-style with the plain reward (an untied LM head, which gets no gradient without
     # the LM loss and the surprise term: DDP must not wait for it); llama-style with the
-    # surprise term and no LM loss (the untied head is used, so it must not be frozen); and
-    # gpt2-style with the defaults: the surprise term and the LM loss (normalized by the
-    # global token count).
+    # surprise term and no LM loss (the untied head is used, so it must not be frozen);
+    # gpt2-style with the defaults: the plain reward and the LM loss (normalized by the
+    # global token count); and gpt2-style with the surprise term and the LM loss.
     configs = {"plain": ("llama", ["--no-token_surprise", "--lm_loss_coeff", "0"]),
-               "surprise": ("llama", ["--lm_loss_coeff", "0"]), "defaults": ("gpt2", [])}
+               "surprise": ("llama", ["--token_surprise", "--lm_loss_coeff", "0"]), "defaults": ("gpt2", []),
+               "surprise_lm": ("gpt2", ["--token_surprise"])}
     for name, (family, extra) in configs.items():
         run(rm_args(sft_dirs / family, tmp_path / f"{name}_1", *data_args, *extra))
     runs = [rm_args(sft_dirs / family, tmp_path / f"{name}_2", *data_args, *extra)
@@ -419,9 +442,9 @@ def test_default_micro_batch_fits_the_global_batch_on_every_process_count():
 
 def test_init_from_a_reward_model_keeps_adds_or_refuses_to_drop_the_surprise_term(sft_dirs, tmp_path, capsys):
     run(rm_args(sft_dirs / "gpt2", tmp_path / "plain", "--no-token_surprise", "--max_samples", "16"))
-    assert not load_reward_model(tmp_path / "plain" / "rm")[0].token_surprise
+    assert type(load_reward_model(tmp_path / "plain" / "rm")[0]) is RewardModel
     run(rm_args(tmp_path / "plain" / "rm", tmp_path / "grown", "--token_surprise", "--max_samples", "16"))
-    assert load_reward_model(tmp_path / "grown" / "rm")[0].token_surprise
+    assert isinstance(load_reward_model(tmp_path / "grown" / "rm")[0], SurpriseRewardModel)
     capsys.readouterr()
     assert train.main(rm_args(tmp_path / "grown" / "rm", tmp_path / "dropped", "--no-token_surprise")) == 1
     assert "trained with its surprise term; it cannot be dropped" in capsys.readouterr().err
