@@ -137,7 +137,8 @@ def sample_policy(model, tokenizer, prompts: list[list[int]], args, ref_model=No
                 out["kl"] += sequence_kl(model, ref_model, prompt_ids, prompt_mask, samples, args.temperature).tolist()
             if score_fn is not None:
                 responses = response_lists(samples.tokens, samples.mask)
-                out["proxy"] += score_fn(batch, responses, list(range(start, start + len(batch)))).tolist()
+                scores = score_fn(batch, responses, list(range(start, start + len(batch))))
+                out["proxy"] += (scores[0] if isinstance(scores, tuple) else scores).tolist()  # (scores, per-token parts)
             bar.update(len(batch))
     return out
 
@@ -294,9 +295,9 @@ def swap_agreement(model, tokenizer, args) -> dict[str, dict]:
 
 
 def reward_markdown(rm: dict) -> list[str]:
-    form = ("the head at the EOS plus the surprise term over the response tokens" if rm.get("token_surprise")
-            else "the head at the EOS")
-    lines = ["## Reward model", "", f"The reward: {form} (`plus/reward_head.py`).", "",
+    form = ("the head at the EOS plus the surprise term over the response tokens (`plus/surprise.py`)"
+            if rm.get("token_surprise") else "the head at the EOS (`plus/reward_head.py`)")
+    lines = ["## Reward model", "", f"The reward: {form}.", "",
              "| eval set | pairs | gold_agreement | label_accuracy | loss | margin | reference_mean | ece |",
              "|---" * 8 + "|"]
     for name, row in rm["datasets"].items():
