@@ -24,7 +24,7 @@ import torch
 from plus import checkpoint, data
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 from plus.preference_flags import add_preference_args, preference_options
-from plus.training import DTYPES, resolve_dtype
+from plus.training import DTYPES, Preempted, resolve_dtype
 from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
@@ -488,6 +488,9 @@ def main(argv=None) -> int:
             result = RUNNERS[stage](stage_args(args, stage, ctx.world_size), ctx)
             print0(ctx, f"[{stage}] done in {time.perf_counter() - t0:.0f}s: "
                         + ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)))
+    except Preempted as e:
+        print0(ctx, str(e))
+        return 0
     except (data.DataError, checkpoint.CheckpointError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -59,7 +59,8 @@ from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, ful
 from plus.reward_head import RewardModel
 from plus.surprise import SurpriseRewardModel
 from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
-                           load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics)
+                           load_resume_state, lr_at, make_optimizer, Preempted, set_lr, StopOnSignal,
+                           truncate_metrics)
 
 CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
@@ -314,61 +315,69 @@ def train(
     bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
                desc="rm", disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
-    for step in bar:
-        t0 = time.perf_counter()
-        lr = lr_at(step, max_steps, args.learning_rate, warmup)
-        set_lr(optimizer, lr)
+    with StopOnSignal() as stop:  # SIGTERM: finish the step, save, raise Preempted
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, max_steps, args.learning_rate, warmup)
+            set_lr(optimizer, lr)
 
-        # Each rank takes its slice of the global batch and splits it into micro-batches.
-        mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
-        micro_batches = [collate_shared_prompts([pairs[i] for i in mine[j:j + args.micro_train_batch_size]],
-                                                tokenizer.pad_id)
-                         for j in range(0, len(mine), args.micro_train_batch_size)]
-        n_pairs = args.train_batch_size  # the global batch, over all ranks
-        n_lm_tokens = 1
-        if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
-            mine_lm = sum(float(b["times_chosen"][b["response_owner"]].sum()) for b in micro_batches)  # tokens x chosen
-            n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(mine_lm)))
-        # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
-        sums = torch.zeros(6, dtype=torch.float64)
-        for i, batch in enumerate(micro_batches):
-            # Gradients are all-reduced only on the last micro-step; DDP averages them over
-            # ranks, hence the world-size factor next to the global counts.
-            sync = i == len(micro_batches) - 1
-            with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
-                with autocast(device, args.dtype):  # the forward and the loss; backward outside
-                    chosen, rejected, nll_sum = pair_forward(ddp_model, batch, device, with_lm)
-                    bt_sum = bradley_terry_loss(chosen, rejected, batch["margin"].to(device)) * chosen.numel()
-                    loss = bt_sum / n_pairs
-                    if with_lm:
-                        loss = loss + args.lm_loss_coeff * nll_sum / n_lm_tokens
-                (loss * ctx.world_size).backward()
-            chosen, rejected = chosen.detach().double(), rejected.detach().double()
-            sums += torch.tensor([float(bt_sum.detach()), float(nll_sum.detach()) if with_lm else 0.0,
-                                  preference_accuracy(chosen, rejected) * chosen.numel(),
-                                  float(chosen.sum()), float(rejected.sum()),
-                                  float((batch["segment_ids"] >= 0).sum())], dtype=torch.float64)
-        grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
-        bt, nll, hits, chosen_sum, rejected_sum, tokens = all_reduce_sum(ctx, sums).tolist()
-        loss = bt / n_pairs + (args.lm_loss_coeff * nll / n_lm_tokens if with_lm else 0.0)
-        check_finite(ctx, "rm", step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        last = {"step": step + 1, "loss": loss, "bt_loss": bt / n_pairs, "accuracy": hits / n_pairs,
-                "chosen_reward": chosen_sum / n_pairs, "rejected_reward": rejected_sum / n_pairs,
-                "lr": lr, "grad_norm": grad_norm, "pairs_per_s": n_pairs / dt, "tokens_per_s": tokens / dt}
-        if with_lm:
-            last["lm_loss"] = nll / n_lm_tokens
-        if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_sets:
-            with full_params(ddp_model):  # FSDP: the ranks' shares of the eval pairs may differ in size
-                last.update(flat_eval_metrics(evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)))
-        if ctx.is_main:
-            append_metrics(metrics_path, last)
-            shown = {k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")}
-            bar.set_postfix(pairs_s=f"{last['pairs_per_s']:.1f}", **shown)
-        if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
-            save(step + 1)
+            # Each rank takes its slice of the global batch and splits it into micro-batches.
+            mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
+            micro_batches = [collate_shared_prompts([pairs[i] for i in mine[j:j + args.micro_train_batch_size]],
+                                                    tokenizer.pad_id)
+                             for j in range(0, len(mine), args.micro_train_batch_size)]
+            n_pairs = args.train_batch_size  # the global batch, over all ranks
+            n_lm_tokens = 1
+            if with_lm:  # the LM term is a mean over the chosen-response tokens of the global batch
+                # tokens x times chosen
+                mine_lm = sum(float(b["times_chosen"][b["response_owner"]].sum()) for b in micro_batches)
+                n_lm_tokens = int(all_reduce_sum(ctx, torch.tensor(mine_lm)))
+            # Per-rank sums of: BT loss, LM loss, label hits, chosen and rejected rewards, real tokens.
+            sums = torch.zeros(6, dtype=torch.float64)
+            for i, batch in enumerate(micro_batches):
+                # Gradients are all-reduced only on the last micro-step; DDP averages them over
+                # ranks, hence the world-size factor next to the global counts.
+                sync = i == len(micro_batches) - 1
+                with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
+                    with autocast(device, args.dtype):  # the forward and the loss; backward outside
+                        chosen, rejected, nll_sum = pair_forward(ddp_model, batch, device, with_lm)
+                        bt_sum = bradley_terry_loss(chosen, rejected, batch["margin"].to(device)) * chosen.numel()
+                        loss = bt_sum / n_pairs
+                        if with_lm:
+                            loss = loss + args.lm_loss_coeff * nll_sum / n_lm_tokens
+                    (loss * ctx.world_size).backward()
+                chosen, rejected = chosen.detach().double(), rejected.detach().double()
+                sums += torch.tensor([float(bt_sum.detach()), float(nll_sum.detach()) if with_lm else 0.0,
+                                      preference_accuracy(chosen, rejected) * chosen.numel(),
+                                      float(chosen.sum()), float(rejected.sum()),
+                                      float((batch["segment_ids"] >= 0).sum())], dtype=torch.float64)
+            grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
+            bt, nll, hits, chosen_sum, rejected_sum, tokens = all_reduce_sum(ctx, sums).tolist()
+            loss = bt / n_pairs + (args.lm_loss_coeff * nll / n_lm_tokens if with_lm else 0.0)
+            check_finite(ctx, "rm", step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            last = {"step": step + 1, "loss": loss, "bt_loss": bt / n_pairs, "accuracy": hits / n_pairs,
+                    "chosen_reward": chosen_sum / n_pairs, "rejected_reward": rejected_sum / n_pairs,
+                    "lr": lr, "grad_norm": grad_norm, "pairs_per_s": n_pairs / dt, "tokens_per_s": tokens / dt}
+            if with_lm:
+                last["lm_loss"] = nll / n_lm_tokens
+            if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_sets:
+                with full_params(ddp_model):  # FSDP: the ranks' shares of the eval pairs may differ in size
+                    results = evaluate(model, eval_sets, tokenizer.pad_id, eval_batch, device, ctx)
+                    last.update(flat_eval_metrics(results))
+            if ctx.is_main:
+                append_metrics(metrics_path, last)
+                shown = {k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")}
+                bar.set_postfix(pairs_s=f"{last['pairs_per_s']:.1f}", **shown)
+            if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
+                save(step + 1)
+            if step + 1 < max_steps and stop.requested(ctx):
+                save(step + 1)
+                bar.close()
+                raise Preempted(f"[rm] stopped by SIGTERM after step {step + 1} of {max_steps}; saved to {out_dir}: "
+                                f"continue with the same command and --resume")
     bar.close()
 
     # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------

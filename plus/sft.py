@@ -29,7 +29,8 @@ from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order, fit_batch_to_data,
-                           load_resume_state, lr_at, make_optimizer, peak_flops, set_lr, truncate_metrics, unwrap)
+                           load_resume_state, lr_at, make_optimizer, peak_flops, Preempted, set_lr, StopOnSignal,
+                           truncate_metrics, unwrap)
 
 
 # The fused head + log-softmax (kernels/fused_linear.py) never holds the [tokens, vocab]
@@ -162,52 +163,58 @@ def train(
     bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
                desc=stage, disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
-    for step in bar:
-        t0 = time.perf_counter()
-        lr = lr_at(step, max_steps, args.learning_rate, warmup)
-        set_lr(optimizer, lr)
+    with StopOnSignal() as stop:  # SIGTERM: finish the step, save, raise Preempted
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, max_steps, args.learning_rate, warmup)
+            set_lr(optimizer, lr)
 
-        # Each rank takes its slice of the global batch and splits it into micro-batches.
-        mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
-        micro_batches = [get_batch(mine[i:i + args.micro_train_batch_size])
-                         for i in range(0, len(mine), args.micro_train_batch_size)]
-        # Normalize by the token count of the *global* batch so the gradient is the same
-        # whatever the split into ranks and micro-batches (DDP averages over ranks, hence
-        # the world-size factor).
-        n_tokens = int(all_reduce_sum(ctx, torch.tensor(
-            sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches))))
-        loss_total = 0.0
-        for i, batch in enumerate(micro_batches):
-            # Gradients are all-reduced only on the last micro-step; before that there is
-            # nothing to gain from syncing partial sums.
-            sync = i == len(micro_batches) - 1
-            with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
-                with autocast(device, args.dtype):  # the forward and the loss; backward outside
-                    loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
-                (loss_sum * ctx.world_size / n_tokens).backward()
-            loss_total += float(loss_sum.detach())
-        grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
-        loss = float(all_reduce_sum(ctx, torch.tensor(loss_total, dtype=torch.float64))) / n_tokens
-        check_finite(ctx, stage, step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        tokens = sum(int(b["input_ids"].numel()) for b in micro_batches) * ctx.world_size
-        last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens / dt, "target_tokens": n_tokens}
-        if peak:  # model FLOPs utilization: training FLOP/s over the GPU's bf16 peak
-            last["mfu"] = model.estimate_mfu(tokens / dt / ctx.world_size, micro_batches[0]["input_ids"].shape[1],
-                                             peak)
-        if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_batches:
-            with full_params(ddp_model):  # FSDP: ranks may hold different numbers of eval batches
-                last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
-        if ctx.is_main:
-            append_metrics(metrics_path, last)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
-                            **({"mfu": f"{last['mfu']:.1%}"} if "mfu" in last else {}),
-                            **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
-        if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
-            save(step + 1)
+            # Each rank takes its slice of the global batch and splits it into micro-batches.
+            mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
+            micro_batches = [get_batch(mine[i:i + args.micro_train_batch_size])
+                             for i in range(0, len(mine), args.micro_train_batch_size)]
+            # Normalize by the token count of the *global* batch so the gradient is the same
+            # whatever the split into ranks and micro-batches (DDP averages over ranks, hence
+            # the world-size factor).
+            n_tokens = int(all_reduce_sum(ctx, torch.tensor(
+                sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches))))
+            loss_total = 0.0
+            for i, batch in enumerate(micro_batches):
+                # Gradients are all-reduced only on the last micro-step; before that there is
+                # nothing to gain from syncing partial sums.
+                sync = i == len(micro_batches) - 1
+                with nullcontext() if sync or not ctx.enabled else ddp_model.no_sync():
+                    with autocast(device, args.dtype):  # the forward and the loss; backward outside
+                        loss_sum, _ = sequence_loss_sum(ddp_model, batch, device)
+                    (loss_sum * ctx.world_size / n_tokens).backward()
+                loss_total += float(loss_sum.detach())
+            grad_norm = clip_grad_norm(ddp_model, args.max_grad_norm)
+            loss = float(all_reduce_sum(ctx, torch.tensor(loss_total, dtype=torch.float64))) / n_tokens
+            check_finite(ctx, stage, step + 1, saved["last"], loss=loss, grad_norm=grad_norm)  # before the step
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            tokens = sum(int(b["input_ids"].numel()) for b in micro_batches) * ctx.world_size
+            last = {"step": step + 1, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "tokens_per_s": tokens / dt, "target_tokens": n_tokens}
+            if peak:  # model FLOPs utilization: training FLOP/s over the GPU's bf16 peak
+                last["mfu"] = model.estimate_mfu(tokens / dt / ctx.world_size, micro_batches[0]["input_ids"].shape[1],
+                                                 peak)
+            if args.eval_steps and ((step + 1) % args.eval_steps == 0 or step + 1 == max_steps) and eval_batches:
+                with full_params(ddp_model):  # FSDP: ranks may hold different numbers of eval batches
+                    last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
+            if ctx.is_main:
+                append_metrics(metrics_path, last)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
+                                **({"mfu": f"{last['mfu']:.1%}"} if "mfu" in last else {}),
+                                **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
+            if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
+                save(step + 1)
+            if step + 1 < max_steps and stop.requested(ctx):
+                save(step + 1)
+                bar.close()
+                raise Preempted(f"[{stage}] stopped by SIGTERM after step {step + 1} of {max_steps}; saved to "
+                                f"{out_dir}: continue with the same command and --resume")
     bar.close()
     save(max_steps)
     return last

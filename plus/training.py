@@ -20,12 +20,17 @@ so each loop shows only what is particular to its stage.
 * The NaN guard (`check_finite`): a loss, score or gradient norm that is NaN or inf stops
   the run on every process, naming the step, the quantity and the last checkpoint saved,
   before the optimizer writes the bad values into the weights.
+* Preemption (`StopOnSignal`): SIGTERM, a cluster's notice that the job will be killed,
+  lets the current step finish, saves a resumable checkpoint and ends the run with
+  `Preempted`; `--resume` then continues as if nothing had happened.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -190,3 +195,35 @@ def check_finite(ctx: Dist, stage: str, step: int, last_saved: Path | str | None
             what = "not finite on another process" if math.isfinite(value) else str(value)
             kept = f"the last saved checkpoint ({last_saved}) is intact" if last_saved else "nothing was saved"
             raise FloatingPointError(f"[{stage}] step {step}: {name} is {what}; {kept}")
+
+
+# ----------------------------------------------------------------------------------------
+# Preemption
+
+class Preempted(Exception):
+    """The run stopped on SIGTERM after saving a resumable checkpoint (not an error)."""
+
+
+class StopOnSignal:
+    """A context in which SIGTERM only raises a flag; `requested(ctx)` reads it after each
+    step, agreed by all processes (any process signalled stops them all at the same step).
+    Outside the main thread (where Python cannot install handlers) it never stops."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def requested(self, ctx: Dist) -> bool:
+        return bool(all_reduce_sum(ctx, torch.tensor([float(self.flag)])).item() > 0)
