@@ -175,8 +175,8 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     them."""
     P = input_ids.shape[1] - responses.shape[1]
     hidden = model(input_ids, attention_mask=attention_mask)           # [B, P + N, C]
-    weight = unwrap(model).lm_head.weight                              # read after the forward: FSDP gathers it there
-    with full_precision(hidden.device):                                # [B, N, V]: only where a response token is predicted
+    weight = unwrap(model).lm_head.weight                              # after the forward: FSDP gathers it there
+    with full_precision(hidden.device):                                # [B, N, V]: where a response token is predicted
         logits = torch.nn.functional.linear(hidden[:, P - 1:-1].float(), weight.float())
     labels = responses.masked_fill(response_mask == 0, IGNORE_INDEX)   # [B, N]
     return token_logprobs(logits, labels, temperature=temperature, return_entropy=return_entropy)
@@ -187,6 +187,23 @@ def response_values(critic, input_ids: torch.Tensor, attention_mask: torch.Tenso
     just before token t is chosen). Entries past a response's end are meaningless; mask them."""
     values = critic(input_ids, attention_mask)                         # [B, P + N]
     return values[:, -n_response - 1:-1]                               # [B, N]
+
+
+def fit_rollout_to_prompts(cfg: "PPOConfig", n_prompts: int, world_size: int) -> "PPOConfig":
+    """The batch sizes shrunk to fit fewer prompts than one rollout batch: the rollout to
+    the largest multiple of the processes that fits, the minibatch to the largest divisor
+    of it (a multiple of the processes) not above its setting, the micro-batch to a
+    divisor of each process's share of the minibatch."""
+    from dataclasses import replace
+
+    rollout = n_prompts // world_size * world_size
+    if rollout == 0:
+        raise ValueError(f"{n_prompts} prompts cannot give each of the {world_size} processes one")
+    minibatch = max(b for b in range(world_size, min(cfg.train_batch_size, rollout) + 1, world_size)
+                    if rollout % b == 0)
+    share = minibatch // world_size
+    micro = max(m for m in range(1, min(cfg.micro_train_batch_size, share) + 1) if share % m == 0)
+    return replace(cfg, rollout_batch_size=rollout, train_batch_size=minibatch, micro_train_batch_size=micro)
 
 
 def apply_missing_eos_penalty(scores: torch.Tensor, ended: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -308,6 +325,11 @@ def train(
     device = torch.device(cfg.device)
 
     # ---- derived sizes ----------------------------------------------------------------
+    if len(prompts) < cfg.rollout_batch_size:
+        cfg = fit_rollout_to_prompts(cfg, len(prompts), ctx.world_size)
+        print0(ctx, f"[ppo] {len(prompts)} prompts are fewer than one rollout batch: training with "
+                    f"--rollout_batch_size {cfg.rollout_batch_size} --train_batch_size {cfg.train_batch_size} "
+                    f"--micro_train_batch_size {cfg.micro_train_batch_size}")
     if cfg.rollout_batch_size % ctx.world_size or cfg.train_batch_size % ctx.world_size:
         raise ValueError(f"--rollout_batch_size {cfg.rollout_batch_size} and --train_batch_size "
                          f"{cfg.train_batch_size} must be multiples of the {ctx.world_size} processes")
@@ -318,8 +340,7 @@ def train(
             f"--rollout_batch_size {cfg.rollout_batch_size} must be a multiple of --train_batch_size "
             f"{cfg.train_batch_size}, and that of --micro_train_batch_size {cfg.micro_train_batch_size} x "
             f"{ctx.world_size} processes")
-    if len(prompts) < cfg.rollout_batch_size:
-        raise ValueError(f"{len(prompts)} prompts are fewer than one rollout batch ({cfg.rollout_batch_size})")
+
     longest = max(len(p) for p in prompts) + cfg.generate_max_len
     if longest > policy.config.block_size:
         raise ValueError(f"a prompt plus {cfg.generate_max_len} response tokens is {longest} tokens, more than "

@@ -58,7 +58,7 @@ from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, ful
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
 from plus.surprise import SurpriseRewardModel
-from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order,
+from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order, fit_batch_to_data,
                            load_resume_state, lr_at, make_optimizer, Preempted, set_lr, StopOnSignal,
                            truncate_metrics)
 
@@ -245,6 +245,10 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
+    args.train_batch_size, args.micro_train_batch_size, note = fit_batch_to_data(
+        len(pairs), args.train_batch_size, args.micro_train_batch_size, ctx.world_size, "pairs")
+    if note:
+        print0(ctx, f"[rm] {note}")
     accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
     steps_per_epoch = len(pairs) // args.train_batch_size
     if steps_per_epoch == 0:

@@ -327,3 +327,15 @@ def test_rollouts_are_scored_with_the_reward_models_surprise_term_token_by_token
         assert abs(float(terms.sum())) > 1e-3
         checked += 1
     assert checked >= 2
+
+
+def test_fit_rollout_to_prompts_by_hand():
+    cfg = ppo.PPOConfig(rollout_batch_size=64, train_batch_size=32, micro_train_batch_size=16)
+    small = ppo.fit_rollout_to_prompts(cfg, 20, world_size=1)
+    assert (small.rollout_batch_size, small.train_batch_size, small.micro_train_batch_size) == (20, 20, 10)
+    two = ppo.fit_rollout_to_prompts(cfg, 21, world_size=2)   # 20 prompts, minibatch 20 (10 each), micro 10
+    assert (two.rollout_batch_size, two.train_batch_size, two.micro_train_batch_size) == (20, 20, 10)
+    odd = ppo.fit_rollout_to_prompts(cfg, 7, world_size=1)    # 7 is prime: minibatch 7, micro 7
+    assert (odd.rollout_batch_size, odd.train_batch_size, odd.micro_train_batch_size) == (7, 7, 7)
+    with pytest.raises(ValueError, match="cannot give each of the 2 processes one"):
+        ppo.fit_rollout_to_prompts(cfg, 1, world_size=2)
