@@ -775,3 +775,75 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
         "response_owner": torch.tensor(owner, dtype=torch.long),
         "times_chosen": torch.bincount(torch.tensor(chosen, dtype=torch.long), minlength=len(where)),
     }
+
+
+# ----------------------------------------------------------------------------------------
+# PLUS records (Nam et al. 2025): a user's context, and comparisons on new prompts
+#
+# One record per (user, comparison), in the fields of the authors' data:
+#   context            the user's past conversations as text (what the summarizer reads)
+#   context_messages   the same as chat messages, ending with "Start your response with ##Summary"
+#   reward_prompt, chosen, rejected
+#                      the comparison that rewards the summarizer: log sigmoid(r(chosen | z) - r(rejected | z))
+#   train_prompt, train_chosen, train_rejected
+#                      the comparison the reward model is trained on, conditioned on the same z
+#   eval_prompt, eval_chosen, eval_rejected
+#                      a held-out comparison (the built-in world: chosen by the user's noiseless gold judge)
+# and, optionally, `user_id` and `persona` (the built-in world writes them; the oracle
+# baseline reads the persona's canonical description). Every text field is a non-empty
+# string; the three pairs must differ within themselves.
+
+PLUS_TEXT_FIELDS = ("context", "reward_prompt", "chosen", "rejected", "train_prompt", "train_chosen",
+                    "train_rejected", "eval_prompt", "eval_chosen", "eval_rejected")
+PLUS_PAIRS = (("chosen", "rejected"), ("train_chosen", "train_rejected"), ("eval_chosen", "eval_rejected"))
+
+
+@dataclass(frozen=True)
+class PlusRecord:
+    context: str
+    context_messages: list[dict]  # [{"role", "content"}, ...]
+    reward_prompt: str
+    chosen: str
+    rejected: str
+    train_prompt: str
+    train_chosen: str
+    train_rejected: str
+    eval_prompt: str
+    eval_chosen: str
+    eval_rejected: str
+    user_id: str = ""
+    persona: str = ""
+    source: str = ""  # "file:line" or "synthetic:<user id>"
+
+
+def parse_plus_record(record: dict, where: str) -> PlusRecord:
+    """One PLUS record, checked field by field (a DataError names the place and problem)."""
+    texts = {key: get_text(record, key, where) for key in PLUS_TEXT_FIELDS}
+    messages = _typed(record, "context_messages", list, where)
+    if not messages:
+        raise DataError(f"{where}: 'context_messages' is empty")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError(f"{where}: context_messages[{i}] should be an object with string 'role' and 'content'")
+    for a, b in PLUS_PAIRS:
+        if texts[a].strip() == texts[b].strip():
+            raise DataError(f"{where}: {a!r} and {b!r} are identical")
+    optional = {key: get_text(record, key, where) for key in ("user_id", "persona") if key in record}
+    return PlusRecord(context_messages=[{"role": m["role"], "content": m["content"]} for m in messages], **texts,
+                      **optional, source=where)
+
+
+def load_plus_records(path, on_bad_record: str = "error", limit: int | None = None) -> tuple[list[PlusRecord], BadRecords]:
+    """The PLUS records of a .jsonl / .json / .csv file (bad records: `file:line: problem`,
+    or skipped and counted with on_bad_record="skip")."""
+    bad = BadRecords(on_bad_record)
+    return load_file_records(path, parse_plus_record, bad, limit=limit), bad
+
+
+_QUERY = re.compile(r"^SUBREDDIT: r/(.*)\n\nTITLE: (.*)\n\nPOST: ([\s\S]*)\n\nTL;DR:$")
+
+
+def parse_query(text: str) -> tuple[str, str, str] | None:
+    """(subreddit, title, post) of a prompt in the Stiennon query format, else None."""
+    m = _QUERY.match(text)
+    return None if m is None else (m.group(1), m.group(2), m.group(3))

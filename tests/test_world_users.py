@@ -247,8 +247,8 @@ def hand_context():
 def test_context_text():
     post, context = hand_context()
     assert context_text(context) == (
-        f"Post: {post.post}\nSummary A: Short one.\nSummary B: A longer one.\nI chose B.\n\n"
-        f"Post: {post.post}\nSummary A: Third.\nSummary B: Fourth.\nI chose A.\n\n"
+        "Summary A: Short one.\nSummary B: A longer one.\nI chose B.\n\n"
+        "Summary A: Third.\nSummary B: Fourth.\nI chose A.\n\n"
         "What I want from a TL;DR: ##Summary")
     assert parse_summary(context_text(context) + " I like short summaries.") == "I like short summaries."
 

@@ -36,7 +36,8 @@ seeded like the world's posts (SEED_PREFIX and the id).
 
 `context_messages` renders a context as chat messages ending with "Start your response
 with ##Summary", as the authors' data does; `context_text` as plain text for this
-project's small models, ending with the marker; `parse_summary` takes z back out.
+project's small models (the summaries and choices, without the posts), ending with the
+marker; `parse_summary` takes z back out.
 """
 
 from __future__ import annotations
@@ -240,16 +241,21 @@ def context_messages(context: tuple[UserComparison, ...] | list[UserComparison])
 
 
 def context_text(context: tuple[UserComparison, ...] | list[UserComparison]) -> str:
-    """The context as plain text, for small models: per past comparison
+    """The context as plain text, for this project's small models: per past comparison
 
-        Post: <body>
         Summary A: <a>
         Summary B: <b>
         I chose A.
 
-    then "What I want from a TL;DR: ##Summary", after which the model writes z."""
-    blocks = [f"Post: {c.post.post}\nSummary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\n"
-              f"I chose {_choice_letter(c)}." for c in context]
+    then "What I want from a TL;DR: ##Summary", after which the model writes z.
+
+    The posts are left out: a choice between two summaries of one post says what the
+    user wants from a summary (length, feelings or numbers, register) without the post,
+    and 2-4 posts of ~125 tokens each do not fit the demo decoder's 256 positions beside
+    z, while 2-4 pairs of summaries (~60 tokens a pair) do. `context_messages` keeps the
+    posts, as the authors' data does."""
+    blocks = [f"Summary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\nI chose {_choice_letter(c)}."
+              for c in context]
     return "\n\n".join(blocks + [f"What I want from a TL;DR: {SUMMARY_MARKER}"])
 
 
