@@ -245,7 +245,7 @@ def test_ppo_flags_are_rejected_for_other_stages(capsys):
 
 
 def test_sequence_kl_is_the_summed_exact_kl_of_each_response():
-    import eval as evaluation
+    from plus import evaluation
     from plus.generate import generate
 
     torch.manual_seed(1)
