@@ -5,6 +5,7 @@
     torchrun --nproc_per_node=2 train.py --stage sft --max_steps 20
     torchrun --nproc_per_node=2 train.py --stage sft --strategy fsdp   # sharded (plus/fsdp.py)
     python train.py --stage rm --dataset comparisons.jsonl --eval_dataset a.jsonl b.jsonl
+    python train.py --stage plus --population p2 --method all   # PLUS and its baselines (plus/plus_trainer.py)
 
 Stage X writes <out_dir>/X/ and, unless --init_from says otherwise, starts from the
 stage before it under the same --out_dir (ARCHITECTURE.md). Flags follow OpenRLHF's names.
@@ -28,6 +29,7 @@ from plus.training import DTYPES, Preempted, resolve_dtype
 from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
+OTHER_STAGES = ("plus",)  # run on their own, never by --stage all
 
 # Per-stage defaults: the demo, sized for a 2-core CPU. Of the 6 minutes pretraining and SFT
 # share, pretraining is a short warm start and SFT gets the rest, because SFT steps are what
@@ -52,7 +54,17 @@ STAGE_DEFAULTS = {
     # eval.py's over-optimization view.
     "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=24, rollout_batch_size=64,
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
+    # PLUS (Nam et al. 2025): the summarizer's KL coefficient is the paper's 0.01 (k1); the
+    # reward model learns at the critic's rate, larger than PPO's critic because it starts
+    # from the pretrained model with a new head; 32 users a update (and the reward model's
+    # pass over their 32 pairs) keep one population x one method to a few CPU minutes.
+    "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=30, rollout_batch_size=32,
+                 train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
+                 init_kl_coef=0.01, kl_estimator="k1"),
 }
+# PLUS on the built-in world: seen users (each gives two training pairs) and new users.
+PLUS_WORLD_USERS = 128
+PLUS_NEW_USERS = 64
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
 # on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
@@ -96,7 +108,7 @@ def mlp_width(family: str, n_embd: int) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--stage", choices=STAGES + ("all",), required=True)
+    p.add_argument("--stage", choices=STAGES + OTHER_STAGES + ("all",), required=True)
     p.add_argument("--out_dir", default="runs/demo", help="stage X writes <out_dir>/X")
     p.add_argument("--init_from", "--pretrain", dest="init_from", default=None,
                    help="checkpoint directory to start from (default: the previous stage under --out_dir)")
@@ -154,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a separate head, as in the larger Llama/Qwen models)")
     p.add_argument("--tokenizer", default=None, help="a tokenizer.json to use instead of training one")
     add_ppo_args(p)
+    add_plus_args(p)
     # bookkeeping
     p.add_argument("--save_steps", type=int, default=None,
                    help="also save every N steps (for --resume; ppo: the policy snapshots, default 4)")
@@ -198,10 +211,34 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
 
 
+PLUS_FLAGS = ("population", "method", "n_users")
+
+
+def add_plus_args(p: argparse.ArgumentParser) -> None:
+    """--stage plus (plus/plus_trainer.py); PPO's flags size the summarizer's updates."""
+    from plus.plus_trainer import METHODS
+    from plus.world import POPULATIONS
+
+    p.add_argument("--population", choices=tuple(p for p in POPULATIONS if p != "ood"), default=None,
+                   help="plus: the built-in world's users (default p2); ood users are for evaluation")
+    p.add_argument("--method", choices=METHODS + ("all",), default=None,
+                   help="plus: what the reward model reads about the user (default plus; all: every method in turn)")
+    p.add_argument("--n_users", type=int, default=None,
+                   help=f"plus: seen users of the built-in world (default {PLUS_WORLD_USERS}; two pairs each)")
+
+
 def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     given = [f for f in PPO_FLAGS if getattr(args, f) not in (None, False)]
-    if args.stage not in ("ppo", "all") and given:
-        parser.error(f"--{given[0]} only applies to --stage ppo")
+    if args.stage not in ("ppo", "plus", "all") and given:
+        parser.error(f"--{given[0]} only applies to --stage ppo (and plus)")
+    plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None]
+    if args.stage != "plus" and plus_given:
+        parser.error(f"--{plus_given[0]} only applies to --stage plus")
+    if args.stage == "plus" and (args.resume or args.reward_pretrain):
+        parser.error(f"--{'resume' if args.resume else 'reward_pretrain'} does not apply to --stage plus "
+                     "(the reward model starts from --init_from, as the summarizer)")
+    if args.n_users is not None and args.n_users < 1:
+        parser.error("--n_users must be >= 1")
     if args.stage == "ppo" and args.resume:
         parser.error("--resume is not supported for --stage ppo (a run is a few minutes; start it again)")
     if args.stage == "ppo" and args.max_epochs != 1:
@@ -467,7 +504,46 @@ def run_ppo(args, ctx: Dist) -> dict:
                      prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
 
 
-RUNNERS = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "ppo": run_ppo}
+def run_plus(args, ctx: Dist) -> dict:
+    from dataclasses import fields
+
+    from plus import plus_trainer, ppo
+    from plus.reward_head import RewardModel
+    from plus.world import make_users
+    from plus.world.export import user_records
+
+    population = args.population or "p2"
+    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "pretrain"
+    if args.dataset == "synthetic":
+        users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
+        records = [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
+    else:
+        records, bad = data.load_plus_records(args.dataset, args.on_bad_record)
+        if bad.total:
+            print0(ctx, f"[plus] {args.dataset}: {bad.summary()}")
+        population = Path(args.dataset).stem
+    cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
+                           if getattr(args, f.name, None) is not None})
+    result = {}
+    for method in plus_trainer.METHODS if args.method == "all" else (args.method or "plus",):
+        torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
+        summarizer, tokenizer, _ = checkpoint.load_gpt(init_from)
+        ref_summarizer, _, _ = checkpoint.load_gpt(init_from)
+        reward_model = RewardModel.from_gpt(summarizer)
+        settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
+                                             response_max_len=args.generate_max_len)
+        config = {"init_from": str(init_from), "dataset": args.dataset, "population": population, "method": method,
+                  "n_records": len(records), "prompt_max_len": args.prompt_max_len,
+                  "generate_max_len": args.generate_max_len, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
+        out_dir = Path(args.out_dir) / "plus" / population / method
+        last = plus_trainer.train(summarizer=summarizer, ref_summarizer=ref_summarizer, reward_model=reward_model,
+                                  tokenizer=tokenizer, records=records, out_dir=out_dir, config=config, cfg=cfg,
+                                  settings=settings, ctx=ctx)
+        result.update({f"{method}_{k}": v for k, v in last.items() if k in ("rm_accuracy", "summarizer_reward")})
+    return result
+
+
+RUNNERS = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "ppo": run_ppo, "plus": run_plus}
 
 
 def _take(iterator, n):

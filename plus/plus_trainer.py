@@ -1,0 +1,326 @@
+"""PLUS: a reward model conditioned on a learned summary of each user (Nam et al. 2025).
+
+One Bradley–Terry reward model serves users who disagree only if it knows whom it is
+scoring for. PLUS gives it a short text z, written for each user by a **summarizer**
+policy pi_theta from the user's context c (2-4 past comparisons with the user's choices):
+
+    z ~ pi_theta(. | c),    r(x, y | z) = r([cue(z); x], y),
+
+cue(z) = "Here is the summary of my preferences based on previous conversations: {z}
+In the following conversation, keep this in mind to personalize your response." placed
+before the prompt x (the authors' reward input; `conditioned_prompt_ids`). z is the
+decoded text after "##Summary" (`plus.world.parse_summary`: without the marker, the
+whole text, as splitting on the marker leaves it).
+
+Both are trained together, once per rollout batch of users (the authors' order):
+
+  1. sample    z_u ~ pi_theta(c_u) for each user u of the batch (PPO's rollout);
+  2. score     the summarizer's reward, given at z's last token, is how well the current
+               reward model (eval mode) predicts the user's choice on a comparison
+               (x_u, y_u^chosen, y_u^rejected) when it reads z_u:
+
+                   R(c, z) = clip(log sigma(r(y^chosen | z) - r(y^rejected | z)), -10, 10)
+                             - beta * sum_t log(pi_theta(z_t | c, z_<t) / pi_0(z_t | c, z_<t)),
+
+               the KL penalty (k1) paid per token to the initial summarizer pi_0, beta = 0.01;
+  3. PPO       one update of the summarizer and its critic on those rewards: GAE (gamma 1,
+               lambda 0.95), whitened advantages, clip 0.2 (plus/ppo.py, reused whole:
+               this file gives it a `ScoreFn` and an `on_update` callback);
+  4. BT pass   one pass of the reward model over the batch's training comparisons
+               (train_prompt / train_chosen / train_rejected), conditioned on the *same* z:
+
+                   L_RM = -E_u log sigma(r(y_u^w | z_u) - r(y_u^l | z_u)),
+
+               in minibatches, with plus/reward_trainer.py's `pair_forward` and the
+               Bradley–Terry loss; its learning rate is the critic's, on a cosine schedule.
+
+The baselines train the same reward model on the same batches with the same number of
+steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
+the raw context (in-context), a z the initial summarizer wrote once (untrained), or the
+persona's own description (oracle).
+
+What the demo decoder reads (256 positions): the summarizer reads the context as
+`plus.world.context_text` renders it, the past summaries and choices without their posts,
+its oldest comparisons dropped first while it does not fit beside z (`context_prompt_ids`);
+the reward model reads cue(z), the post cut from its end to fit (never z or the cue), then
+the response.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from plus import checkpoint, ppo
+from plus.bradley_terry import bradley_terry_loss, preference_accuracy
+from plus.data import (DataError, PlusRecord, PreferencePair, collate_shared_prompts, parse_query,
+                       response_ids, truncate_prompt, truncate_query)
+from plus.distributed import Dist, print0
+from plus.generate import sample_texts
+from plus.metrics import win_rate
+from plus.reward_trainer import pair_forward, pair_rows, score
+from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
+from plus.world.personas import Persona, summary_attribute_accuracy
+from plus.world.users import SUMMARY_MARKER, parse_summary
+
+PREFERENCE_CUE = ("Here is the summary of my preferences based on previous conversations: {z} "
+                  "In the following conversation, keep this in mind to personalize your response.\n\n")
+METHODS = ("bt", "icl", "untrained", "plus", "oracle")  # what the reward model reads in place of z
+# In-context: the raw context stands in for z, cut (oldest comparisons first) so that the
+# prompt keeps at least this many tokens: the query's header and the start of the post.
+ICL_MIN_PROMPT_TOKENS = 48
+PAIR_FIELDS = {"reward": ("reward_prompt", "chosen", "rejected"),
+               "train": ("train_prompt", "train_chosen", "train_rejected"),
+               "eval": ("eval_prompt", "eval_chosen", "eval_rejected")}
+
+
+# ----------------------------------------------------------------------------------------
+# What the summarizer and the reward model read
+
+def last_blocks(tokenizer, text: str, max_tokens: int) -> list[int]:
+    """Token ids of `text`, its "\\n\\n"-separated blocks dropped from the start while it is
+    longer than max_tokens (a context loses its oldest comparisons first), then tokens."""
+    blocks = text.split("\n\n")
+    ids = tokenizer.encode(text)
+    while len(ids) > max_tokens and len(blocks) > 1:
+        blocks.pop(0)
+        ids = tokenizer.encode("\n\n".join(blocks))
+    return ids[-max_tokens:]
+
+
+def context_prompt_ids(tokenizer, context: str, max_tokens: int) -> list[int]:
+    """The summarizer's prompt: the context, whose last block asks for "##Summary", cut
+    to max_tokens by dropping its oldest comparisons."""
+    return last_blocks(tokenizer, context, max_tokens)
+
+
+def icl_z(tokenizer, context: str, max_tokens: int) -> str:
+    """In-context baseline: the raw context in place of z (without the request for a
+    summary that ends it), its oldest comparisons dropped to fit max_tokens."""
+    blocks = context.split("\n\n")
+    if len(blocks) > 1 and SUMMARY_MARKER in blocks[-1]:
+        blocks = blocks[:-1]
+    return tokenizer.decode(last_blocks(tokenizer, "\n\n".join(blocks), max_tokens))
+
+
+def conditioned_prompt_ids(tokenizer, z: str | None, prompt: str, max_tokens: int) -> list[int]:
+    """cue(z) followed by the prompt, in max_tokens: the post of a Stiennon query loses its
+    end (paragraphs, then words), another prompt its start; z and the cue are never cut.
+    z None: the prompt alone (the unconditioned Bradley–Terry baseline)."""
+    prefix = [] if z is None else tokenizer.encode(PREFERENCE_CUE.format(z=z.strip()))
+    budget = max_tokens - len(prefix)
+    if budget < 1:
+        raise DataError(f"z and the cue take {len(prefix)} tokens, the whole prompt budget of {max_tokens}")
+    fields = parse_query(prompt)
+    try:
+        rest = truncate_query(tokenizer, *fields, budget) if fields else truncate_prompt(tokenizer, prompt, budget)
+    except DataError as e:
+        raise DataError(f"with z ({len(prefix)} tokens with the cue): {e}") from None
+    return prefix + rest
+
+
+def conditioned_pairs(tokenizer, records: list[PlusRecord], zs: list[str | None], which: str, prompt_max_len: int,
+                      response_max_len: int) -> list[PreferencePair]:
+    """The comparisons `which` ("reward", "train" or "eval": PAIR_FIELDS) of the records,
+    each conditioned on its z. Evaluation pairs are chosen by the gold judge (gold 1)."""
+    prompt_key, chosen_key, rejected_key = PAIR_FIELDS[which]
+    pairs = []
+    for r, z in zip(records, zs):
+        prompt = conditioned_prompt_ids(tokenizer, z, getattr(r, prompt_key), prompt_max_len)
+        pairs.append(PreferencePair(prompt, response_ids(tokenizer, getattr(r, chosen_key), response_max_len),
+                                    response_ids(tokenizer, getattr(r, rejected_key), response_max_len),
+                                    gold=1.0 if which == "eval" else None, source=r.source))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------
+# The summarizer's reward
+
+def summarizer_reward(chosen: torch.Tensor, rejected: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
+    """clip(log sigma(r_chosen - r_rejected), -clip, clip) [B]: the negative pairwise loss."""
+    return F.logsigmoid(chosen.double() - rejected.double()).clamp(-clip, clip)
+
+
+def z_texts(tokenizer, responses: list[list[int]]) -> list[str]:
+    """z of each sampled response (token lists, maybe ending with EOS)."""
+    return [parse_summary(tokenizer.decode([t for t in r if t != tokenizer.eos_id])) for r in responses]
+
+
+class SummarizerScorer:
+    """plus/ppo.py's `ScoreFn`: (context prompts, sampled summaries, record indices) ->
+    the summarizer's reward [B] under the current reward model, in eval mode."""
+
+    def __init__(self, reward_model, tokenizer, records: list[PlusRecord], prompt_max_len: int,
+                 response_max_len: int, batch_size: int, device):
+        self.reward_model, self.tokenizer, self.records = reward_model, tokenizer, records
+        self.prompt_max_len, self.response_max_len = prompt_max_len, response_max_len
+        self.batch_size, self.device = batch_size, device
+
+    def __call__(self, prompts: list[list[int]], responses: list[list[int]], indices: list[int]) -> torch.Tensor:
+        zs = z_texts(self.tokenizer, responses)
+        pairs = conditioned_pairs(self.tokenizer, [self.records[i] for i in indices], zs, "reward",
+                                  self.prompt_max_len, self.response_max_len)
+        rewards = score(self.reward_model, pair_rows(pairs), self.tokenizer.pad_id, self.batch_size, self.device,
+                        raw=True)                                                  # [2B]: chosen, then rejected
+        return summarizer_reward(rewards[:len(pairs)], rewards[len(pairs):]).float()
+
+
+# ----------------------------------------------------------------------------------------
+# The reward model's Bradley–Terry pass
+
+def reward_model_pass(model, optimizer, pairs: list[PreferencePair], pad_id: int, train_batch_size: int,
+                      micro_batch_size: int, lr: float, max_grad_norm: float, device, dtype: str = "fp32") -> dict:
+    """One pass over `pairs` in minibatches of train_batch_size (one optimizer step each),
+    micro-batches packed one row per prompt (`collate_shared_prompts`) and scored by
+    `pair_forward`; the loss of a minibatch is its mean Bradley–Terry loss. Returns the
+    pass's mean loss and its accuracy (the rewards before each step)."""
+    model.train()
+    set_lr(optimizer, lr)
+    loss_sum, hits = 0.0, 0.0
+    for start in range(0, len(pairs), train_batch_size):
+        minibatch = pairs[start:start + train_batch_size]
+        for m in range(0, len(minibatch), micro_batch_size):
+            batch = collate_shared_prompts(minibatch[m:m + micro_batch_size], pad_id)
+            with autocast(device, dtype):
+                chosen, rejected, _ = pair_forward(model, batch, device, with_lm=False)
+                loss = bradley_terry_loss(chosen, rejected) * chosen.numel() / len(minibatch)
+            loss.backward()
+            loss_sum += float(loss.detach()) * len(minibatch)
+            hits += preference_accuracy(chosen.detach(), rejected.detach()) * chosen.numel()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"rm_loss": loss_sum / len(pairs), "rm_accuracy": hits / len(pairs)}
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+
+@dataclass
+class PlusSettings:
+    """What PLUS adds to PPOConfig (plus/ppo.py), which sizes the rollout (users per
+    update), the PPO minibatch (also the reward model's) and the summarizer's z length
+    (generate_max_len). The reward model's learning rate is the critic's."""
+
+    method: str = "plus"
+    prompt_max_len: int = 208      # the reward model's prompt, cue(z) + post: 256 positions less a response
+    response_max_len: int = 48     # the responses it scores
+    eval_batch_size: int = 64
+
+
+def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarizer, cfg: ppo.PPOConfig,
+                    settings: PlusSettings, seed: int) -> list[str | None]:
+    """The z of each record for a method whose z does not change during training (and,
+    for `untrained` and `plus`, at evaluation): bt None, icl the cut context, oracle the
+    persona's canonical text, untrained / plus one sample from `summarizer`."""
+    if method == "bt":
+        return [None] * len(records)
+    if method == "icl":
+        budget = settings.prompt_max_len - len(tokenizer.encode(PREFERENCE_CUE.format(z=""))) - ICL_MIN_PROMPT_TOKENS
+        return [icl_z(tokenizer, r.context, budget) for r in records]
+    if method == "oracle":
+        missing = next((r.source for r in records if not r.persona), None)
+        if missing:
+            raise DataError(f"{missing}: the oracle reads each record's 'persona' and this one has none")
+        return [Persona(tuple(r.persona.split("+"))).text for r in records]
+    prompt_max = summarizer.config.block_size - cfg.generate_max_len
+    texts, _, _ = sample_texts(summarizer, tokenizer, [context_prompt_ids(tokenizer, r.context, prompt_max)
+                                                       for r in records], cfg.generate_max_len,
+                               batch_size=settings.eval_batch_size, temperature=cfg.temperature, seed=seed)
+    return [parse_summary(t) for t in texts]
+
+
+def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[PlusRecord], out_dir: Path,
+          config: dict, cfg: ppo.PPOConfig, settings: PlusSettings, ctx: Dist = Dist()) -> dict:
+    """Train the reward model (and, for PLUS, the summarizer) for cfg.max_steps updates of
+    cfg.rollout_batch_size records; save <out_dir>/reward_model (and <out_dir>/summarizer)
+    and <out_dir>/metrics.jsonl. Returns the last logged metrics."""
+    from plus.value_head import Critic
+
+    method, device = settings.method, torch.device(cfg.device)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (valid: {', '.join(METHODS)})")
+    if ctx.world_size > 1:
+        raise ValueError("--stage plus runs in one process")
+    if len(records) < cfg.rollout_batch_size:
+        cfg = ppo.fit_rollout_to_prompts(cfg, len(records), ctx.world_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / checkpoint.METRICS
+    truncate_metrics(metrics_path, 0)
+    reward_model.to(device)
+    rm_optimizer = make_optimizer(reward_model, cfg.critic_learning_rate, cfg.weight_decay)
+    steps_per_epoch = len(records) // cfg.rollout_batch_size
+
+    def rm_update(step: int, indices: list[int], zs: list[str | None]) -> dict:
+        """Step 4: one Bradley–Terry pass on the batch's training pairs, conditioned on zs."""
+        pairs = conditioned_pairs(tokenizer, [records[i] for i in indices], zs, "train", settings.prompt_max_len,
+                                  settings.response_max_len)
+        lr = lr_at(step, cfg.max_steps, cfg.critic_learning_rate, warmup=1)  # cosine, as the authors'
+        out = reward_model_pass(reward_model, rm_optimizer, pairs, tokenizer.pad_id, cfg.train_batch_size,
+                                cfg.micro_train_batch_size, lr, cfg.max_grad_norm, device, cfg.dtype)
+        lengths = [len(tokenizer.encode(z)) for z in zs if z is not None]
+        return {**out, "rm_lr": lr, **({"z_tokens": sum(lengths) / len(lengths)} if lengths else {})}
+
+    t0 = time.perf_counter()
+    if method == "plus":
+        prompt_max = summarizer.config.block_size - cfg.generate_max_len
+        prompts = [context_prompt_ids(tokenizer, r.context, prompt_max) for r in records]
+        scorer = SummarizerScorer(reward_model, tokenizer, records, settings.prompt_max_len,
+                                  settings.response_max_len, settings.eval_batch_size, device)
+
+        def on_update(step: int, rollout: ppo.Rollout, stats: dict) -> dict:
+            zs = z_texts(tokenizer, rollout.response_lists())  # the z that step 2 scored
+            return {"summarizer_reward": stats["score"], **rm_update(step - 1, rollout.prompt_indices, zs)}
+
+        last = ppo.train(policy=summarizer, ref_policy=ref_summarizer, critic=Critic.from_reward_model(reward_model),
+                         score_fn=scorer, tokenizer=tokenizer, prompts=prompts, out_dir=out_dir / "summarizer",
+                         config={**config, "stage": "plus_summarizer"}, cfg=cfg, ctx=ctx, on_update=on_update)
+        shutil.copyfile(out_dir / "summarizer" / checkpoint.METRICS, metrics_path)
+    else:
+        zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, cfg.seed)
+        last = {}
+        for step in range(cfg.max_steps):  # the batches PPO would draw (plus/ppo.py's prompt_batch)
+            epoch, offset = divmod(step, steps_per_epoch)
+            indices = epoch_order(len(records), cfg.seed, epoch)[offset * cfg.rollout_batch_size:
+                                                                 (offset + 1) * cfg.rollout_batch_size]
+            last = {"step": step + 1, **rm_update(step, indices, [zs[i] for i in indices]),
+                    "step_s": time.perf_counter() - t0}
+            append_metrics(metrics_path, last)
+        if method == "untrained":
+            (out_dir / "summaries.jsonl").write_text("".join(
+                json.dumps({"source": r.source, "z": z}) + "\n" for r, z in zip(records, zs)))
+    reward_model.save(out_dir / "reward_model", tokenizer, extra_config={**config, "stage": "plus_rm"})
+    print0(ctx, f"[plus] {method}: {cfg.max_steps} updates of {cfg.rollout_batch_size} users in "
+                f"{time.perf_counter() - t0:.0f}s")
+    return last
+
+
+# ----------------------------------------------------------------------------------------
+# Held-out accuracy
+
+def evaluate(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | None], settings: PlusSettings,
+             device) -> dict:
+    """The reward model's accuracy on the records' evaluation pairs (eval_chosen is the
+    user's gold choice), each conditioned on its z, with a Wilson 95% interval; and, where
+    records name a persona and z is text, how well z states the persona's attributes
+    (`summary_attribute_accuracy`: mean score, and the share of z that state every
+    attribute correctly)."""
+    pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
+    rewards = score(reward_model, pair_rows(pairs), tokenizer.pad_id, settings.eval_batch_size, device, raw=True)
+    n = len(pairs)
+    hits = ((rewards[:n] > rewards[n:]).double() + 0.5 * (rewards[:n] == rewards[n:]).double()).tolist()
+    accuracy, (low, high) = win_rate(hits)
+    out = {"accuracy": accuracy, "ci95": [low, high], "n_pairs": n}
+    judged = [summary_attribute_accuracy(z, Persona(tuple(r.persona.split("+"))))
+              for r, z in zip(records, zs) if z is not None and r.persona]
+    if judged:
+        out["summary_attribute_accuracy"] = sum(j["score"] for j in judged) / len(judged)
+        out["summary_all_correct"] = sum(j["score"] == 1.0 for j in judged) / len(judged)
+    return out
+

@@ -1,0 +1,170 @@
+"""PLUS (plus/plus_trainer.py): the summarizer's reward by hand, the reward model's input
+(cue, z, the post cut to fit), z read after ##Summary, the reward model updated on exactly
+the z that were scored, and `train.py --stage plus` for every method on a tiny model."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import train
+from plus import checkpoint, plus_trainer, ppo
+from plus.data import PlusRecord, format_query
+from plus.gpt import GPT, GPTConfig
+from plus.reward_head import RewardModel
+from plus.tokenizer import Tokenizer
+from plus.world import World
+
+CUE = plus_trainer.PREFERENCE_CUE
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(list(World(0).corpus(300)) + [CUE.format(z="I like short summaries.")], vocab_size=1000)
+
+
+# ---- the summarizer's reward ------------------------------------------------------------------
+def test_summarizer_reward_by_hand():
+    chosen = torch.tensor([1.0, 3.0, -20.0, 40.0])
+    rejected = torch.tensor([3.0, 1.0, 10.0, -10.0])
+    # log sigma(d) = -log(1 + e^-d): d = -2, 2, -30 (clipped to -10), 50 (~0)
+    expected = torch.tensor([-math.log(1 + math.exp(2)), -math.log(1 + math.exp(-2)), -10.0,
+                             -math.log(1 + math.exp(-50))], dtype=torch.float64)
+    torch.testing.assert_close(plus_trainer.summarizer_reward(chosen, rejected), expected)
+    torch.testing.assert_close(plus_trainer.summarizer_reward(chosen, rejected, clip=1.0),
+                               expected.clamp(-1.0, 1.0))
+
+
+def test_summarizer_reward_with_the_per_token_kl_penalty_by_hand():
+    # Two summaries of 3 and 2 tokens; k1: KL_t = log pi - log pi_0; beta = 0.01 (the paper's).
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-0.2, -3.0, 0.0]])
+    ref_logprobs = torch.tensor([[-1.5, -1.0, -0.5], [-0.7, -2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    scores = plus_trainer.summarizer_reward(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0])).float()
+    kl = ppo.kl_penalty(logprobs, ref_logprobs, "k1") * mask
+    rewards = ppo.per_token_rewards(scores, kl, mask, kl_coef=0.01)
+    ls2, ls0 = -math.log(1 + math.exp(-2)), -math.log(2)
+    expected = torch.tensor([[-0.01 * 0.5, -0.01 * -1.0, -0.01 * 0.0 + ls2],
+                             [-0.01 * 0.5, -0.01 * -1.0 + ls0, 0.0]])
+    torch.testing.assert_close(rewards, expected)
+
+
+# ---- what the models read ---------------------------------------------------------------------
+def test_z_is_the_text_after_the_marker(tok):
+    eos = tok.eos_id
+    responses = [tok.encode(" draft ##Summary I like short summaries.") + [eos],
+                 tok.encode(" Keep it short.") + [eos],  # no marker: the whole text
+                 tok.encode(" ##Summary:")]              # no EOS, nothing after the marker
+    assert plus_trainer.z_texts(tok, responses) == ["I like short summaries.", "Keep it short.", ""]
+
+
+def test_conditioned_prompt_keeps_cue_and_z_and_cuts_the_post(tok):
+    post = "\n".join(f"Paragraph {i} of the post is about my cat and my boyfriend." for i in range(8))
+    query = format_query("cats", "my cat", post)
+    z = "I like short summaries. I prefer formal wording."
+    prefix = tok.encode(CUE.format(z=z))
+    full = plus_trainer.conditioned_prompt_ids(tok, z, query, 1000)
+    assert full == prefix + tok.encode(query)  # fits: nothing cut
+    cut = plus_trainer.conditioned_prompt_ids(tok, z, query, len(prefix) + 60)
+    assert len(cut) <= len(prefix) + 60 and cut[:len(prefix)] == prefix
+    text = tok.decode(cut[len(prefix):])
+    assert text.startswith("SUBREDDIT: r/cats\n\nTITLE: my cat\n\nPOST: Paragraph 0") and text.endswith("TL;DR:")
+    assert "Paragraph 7" not in text  # the post lost its end
+    assert plus_trainer.conditioned_prompt_ids(tok, None, query, 1000) == tok.encode(query)  # Bradley-Terry: no cue
+    with pytest.raises(Exception, match="z and the cue take"):
+        plus_trainer.conditioned_prompt_ids(tok, z, query, len(prefix))
+    # A prompt in another format keeps its end.
+    assert plus_trainer.conditioned_prompt_ids(tok, z, "one\ntwo\nthree", len(prefix) + len(tok.encode("three"))) \
+        == prefix + tok.encode("three")
+
+
+def test_context_loses_its_oldest_comparisons_first(tok):
+    blocks = ["Summary A: one\nSummary B: two\nI chose A.", "Summary A: three\nSummary B: four\nI chose B.",
+              "What I want from a TL;DR: ##Summary"]
+    context = "\n\n".join(blocks)
+    assert plus_trainer.context_prompt_ids(tok, context, 1000) == tok.encode(context)
+    budget = len(tok.encode("\n\n".join(blocks[1:])))
+    assert plus_trainer.context_prompt_ids(tok, context, budget) == tok.encode("\n\n".join(blocks[1:]))
+    assert plus_trainer.icl_z(tok, context, 1000) == "\n\n".join(blocks[:2])  # without the request for z
+
+
+# ---- the reward model sees the z that were scored ---------------------------------------------
+class RecordingRewardModel(RewardModel):
+    """A reward model that writes down the z of every sequence it reads."""
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config)
+        self.tokenizer, self.seen = tokenizer, []
+
+    def hidden_states(self, input_ids, attention_mask, segment_ids=None):
+        for row in input_ids.tolist():
+            text = self.tokenizer.decode(row)
+            start, end = "previous conversations: ", " In the following conversation"
+            self.seen.append((self.training, text[text.index(start) + len(start):text.index(end)]))
+        return super().hidden_states(input_ids, attention_mask, segment_ids)
+
+
+def tiny_policy(tok, block_size=256):
+    torch.manual_seed(0)
+    return GPT(GPTConfig.gpt2_style(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=16))
+
+
+def hand_records(n):
+    return [PlusRecord(context=f"Summary A: a{i}\nSummary B: b{i}\nI chose A.\n\nWhat I want from a TL;DR: ##Summary",
+                       context_messages=[{"role": "user", "content": "c"}],
+                       reward_prompt=format_query("cats", f"cat {i}", "She sleeps."), chosen="the cat sleeps",
+                       rejected="a dog barks", train_prompt=format_query("cats", f"cat {i}", "She sleeps."),
+                       train_chosen="cats nap", train_rejected="dogs run", eval_prompt=format_query("cats", "x", "y"),
+                       eval_chosen="e", eval_rejected="f", persona="brief", source=f"hand:{i}") for i in range(n)]
+
+
+def test_the_reward_model_update_sees_exactly_the_z_that_were_scored(tok, tmp_path):
+    policy = tiny_policy(tok)
+    ref = tiny_policy(tok)
+    rm = RecordingRewardModel(policy.config, tok)
+    rm.backbone.load_state_dict(policy.state_dict())
+    cfg = ppo.PPOConfig(max_steps=2, rollout_batch_size=4, train_batch_size=2, micro_train_batch_size=2,
+                        ppo_epochs=1, generate_max_len=8, init_kl_coef=0.01, no_progress=True)
+    settings = plus_trainer.PlusSettings(method="plus", prompt_max_len=200, response_max_len=8)
+    plus_trainer.train(summarizer=policy, ref_summarizer=ref, reward_model=rm, tokenizer=tok, records=hand_records(4),
+                       out_dir=tmp_path, config={"model": policy.config.to_dict()}, cfg=cfg, settings=settings)
+    scored = [z for training, z in rm.seen if not training]
+    updated = [z for training, z in rm.seen if training]
+    # Per update: the scorer reads 4 chosen and 4 rejected sequences (one row each), the
+    # pass 4 rows (one per pair, its two responses packed after the prompt).
+    assert len(scored) == 2 * 8 and len(updated) == 2 * 4
+    for step in range(2):
+        assert sorted(scored[8 * step:8 * step + 8]) == sorted(updated[4 * step:4 * step + 4] * 2)
+    assert len(set(scored)) > 1  # sampled z differ
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2] and all("rm_accuracy" in m and "summarizer_reward" in m
+                                                        for m in lines)
+    assert all(-10 <= m["summarizer_reward"] <= 0 for m in lines)
+    assert (tmp_path / "reward_model" / "model.safetensors").exists()
+    assert (tmp_path / "summarizer" / "model.safetensors").exists()
+
+
+# ---- the command line --------------------------------------------------------------------------
+def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "pretrain", policy, {"stage": "pretrain", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "all", "--n_users", "2",
+             "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
+             "--micro_train_batch_size", "2", "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len",
+             "240", "--no_progress"]
+    assert train.main(flags) == 0
+    for method in plus_trainer.METHODS:
+        out = tmp_path / "plus" / "p2" / method
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in lines] == [1, 2] and all(0 <= m["rm_accuracy"] <= 1 for m in lines), method
+        config = checkpoint.load_config(out / "reward_model")
+        assert config["method"] == method and config["population"] == "p2"
+    assert (tmp_path / "plus" / "p2" / "untrained" / "summaries.jsonl").exists()
+
+
+def test_plus_flags_only_apply_to_the_plus_stage(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "rm", "--method", "plus"])
+    assert "--method only applies to --stage plus" in capsys.readouterr().err
