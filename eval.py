@@ -2,6 +2,7 @@
 
     python eval.py                          # everything that exists under runs/demo
     python eval.py --stage sft --n_eval 400
+    python eval.py --stage plus             # the PLUS runs under <out_dir>/plus/<population>/<method>
 
 For each policy checkpoint (sft, ppo) it samples one summary per held-out post at the
 sampling temperature (0.7, as in Huang et al. 2024), seeded, and reports:
@@ -45,6 +46,17 @@ against copies of it with one stated fact given a wrong value
 (`plus.world.swapped_references`), and reports per fact how often the reward model
 prefers the reference (swap_agreement). Only the post tells the two apart, so this is
 the plainest test of whether a reward model checks a summary against its post.
+
+For PLUS (`--stage plus`, plus/plus_trainer.py) each run's reward model scores the
+held-out comparisons of the seen users it trained on (other posts than their training
+pairs) and of --n_new_users new users, each comparison conditioned on the method's z, and
+reports the accuracy against the user's noiseless gold choice with a 95% Wilson interval
+at plus.<population>.<method>.<seen|new>.accuracy; how well z states the user's persona
+(plus.world.summary_attribute_accuracy: +1 per attribute right, -1 per attribute wrong or
+extra, over the persona's attributes; mean over new users) at
+plus.<population>.<method>.summary_attribute_accuracy; and three z per persona. A run
+on p4 is also scored on the ood population's new users (plus.p4.<method>.ood), persona
+combinations it never saw.
 """
 
 from __future__ import annotations
@@ -60,12 +72,45 @@ from plus import checkpoint, data
 from plus.evaluation import POLICY_STAGES, REWARD_STAGE, evaluate_policies, evaluate_reward_model, write_markdown
 from plus.preference_flags import add_preference_args
 
+PLUS_STAGE = "plus"
+
+
+def evaluate_plus(args, plus_dir: Path) -> dict:
+    """{population: {method: {"seen", "new"[, "ood"], "summary_attribute_accuracy"}}} for
+    every run under <out_dir>/plus (see the module docstring)."""
+    from plus.plus_trainer import evaluate_run
+    from plus.world import make_users
+    from plus.world.export import user_records
+
+    def records(population: str, split: str, n: int, seed: int) -> list:
+        return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in make_users(population, split, n, seed=seed)
+                for r in user_records(u)]
+
+    out = {}
+    for run_dir in sorted(p.parent for p in plus_dir.glob("*/*/reward_model")):
+        config = checkpoint.load_config(run_dir / "reward_model")
+        if config["dataset"] != "synthetic":
+            print(f"[eval] {run_dir}: trained on {config['dataset']}, not the built-in world: skipped")
+            continue
+        population, seed = config["population"], config["seed"]
+        sets = {"seen": records(population, "train", config["n_users"], seed),
+                "new": records(population, "test", args.n_new_users, seed)}
+        if population == "p4":
+            sets["ood"] = records("ood", "test", args.n_new_users, seed)
+        result = evaluate_run(run_dir, sets, args.device, args.seed)
+        if "summary_attribute_accuracy" in result["new"]:
+            result["summary_attribute_accuracy"] = result["new"]["summary_attribute_accuracy"]
+        out.setdefault(population, {})[config["method"]] = result
+        print(f"[eval] plus {population} {config['method']}: " + ", ".join(
+            f"{name} {r['accuracy']:.3f}" for name, r in result.items() if isinstance(r, dict)))
+    return out
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--out_dir", default="runs/demo")
-    p.add_argument("--stage", choices=POLICY_STAGES + (REWARD_STAGE,), default=None,
+    p.add_argument("--stage", choices=POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE), default=None,
                    help="evaluate one stage (default: all present)")
     p.add_argument("--dataset", default="synthetic", help="'synthetic' (the world's test split) or a TL;DR file")
     p.add_argument("--input_key", default=None)
@@ -84,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rm: held-out comparisons per --eval_dataset (the world's: one per post, its valid split)")
     p.add_argument("--n_swap_posts", type=int, default=200,
                    help="rm on the world: valid posts whose reference is scored against its one-fact swaps")
+    p.add_argument("--n_new_users", type=int, default=64,
+                   help="plus: new users (the world's test split) per population")
     p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
     add_preference_args(p)
     p.add_argument("--seed", type=int, default=0)
@@ -97,7 +144,8 @@ def main(argv=None) -> int:
     if args.n_swap_posts < 0:
         parser.error("--n_swap_posts must be >= 0")
     out_dir = Path(args.out_dir)
-    stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE,) if (out_dir / s).exists()]
+    stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE)
+                                              if (out_dir / s).exists()]
     if not stages:
         print(f"error: {out_dir}: no checkpoints to evaluate (run train.py first)", file=sys.stderr)
         return 1
@@ -109,6 +157,8 @@ def main(argv=None) -> int:
             evaluate_policies(args, out_dir, policies, report)
         if REWARD_STAGE in stages:
             report["reward_model"] = evaluate_reward_model(args, out_dir / REWARD_STAGE)
+        if PLUS_STAGE in stages:
+            report["plus"] = evaluate_plus(args, out_dir / PLUS_STAGE)
     except (data.DataError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

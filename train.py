@@ -533,7 +533,8 @@ def run_plus(args, ctx: Dist) -> dict:
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
                                              response_max_len=args.generate_max_len)
         config = {"init_from": str(init_from), "dataset": args.dataset, "population": population, "method": method,
-                  "n_records": len(records), "prompt_max_len": args.prompt_max_len,
+                  "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
+                  "prompt_max_len": args.prompt_max_len,
                   "generate_max_len": args.generate_max_len, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
         out_dir = Path(args.out_dir) / "plus" / population / method
         last = plus_trainer.train(summarizer=summarizer, ref_summarizer=ref_summarizer, reward_model=reward_model,

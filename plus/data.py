@@ -833,7 +833,8 @@ def parse_plus_record(record: dict, where: str) -> PlusRecord:
                       **optional, source=where)
 
 
-def load_plus_records(path, on_bad_record: str = "error", limit: int | None = None) -> tuple[list[PlusRecord], BadRecords]:
+def load_plus_records(path, on_bad_record: str = "error",
+                      limit: int | None = None) -> tuple[list[PlusRecord], BadRecords]:
     """The PLUS records of a .jsonl / .json / .csv file (bad records: `file:line: problem`,
     or skipped and counted with on_bad_record="skip")."""
     bad = BadRecords(on_bad_record)

@@ -280,7 +280,8 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
 
         last = ppo.train(policy=summarizer, ref_policy=ref_summarizer, critic=Critic.from_reward_model(reward_model),
                          score_fn=scorer, tokenizer=tokenizer, prompts=prompts, out_dir=out_dir / "summarizer",
-                         config={**config, "stage": "plus_summarizer"}, cfg=cfg, ctx=ctx, on_update=on_update)
+                         config={**config, "stage": "plus_summarizer", "model": summarizer.config.to_dict()},
+                         cfg=cfg, ctx=ctx, on_update=on_update)
         shutil.copyfile(out_dir / "summarizer" / checkpoint.METRICS, metrics_path)
     else:
         zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, cfg.seed)
@@ -324,3 +325,31 @@ def evaluate(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
         out["summary_all_correct"] = sum(j["score"] == 1.0 for j in judged) / len(judged)
     return out
 
+
+
+def evaluate_run(run_dir: Path, records_by_split: dict[str, list[PlusRecord]], device="cpu", seed: int = 0,
+                 n_examples: int = 3) -> dict:
+    """`evaluate` for each named set of records, with the reward model of a
+    `<out_dir>/plus/<population>/<method>` run and that method's z: for PLUS sampled from
+    the trained summarizer, for `untrained` from the initial one (at PPO's temperature,
+    seeded); plus n_examples z per persona of each set."""
+    from plus.reward_head import load_reward_model
+
+    reward_model, tokenizer, config = load_reward_model(run_dir / "reward_model", device)
+    method = config["method"]
+    cfg = ppo.PPOConfig(**{**config["ppo"], "device": str(device)})
+    settings = PlusSettings(method=method, prompt_max_len=config["prompt_max_len"],
+                            response_max_len=config["generate_max_len"])
+    summarizer = None
+    if method in ("plus", "untrained"):
+        summarizer, _, _ = checkpoint.load_gpt(run_dir / "summarizer" if method == "plus" else config["init_from"],
+                                               device)
+    out = {}
+    for name, records in records_by_split.items():
+        zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, seed)
+        examples: dict[str, list] = {}
+        for r, z in zip(records, zs):
+            if z is not None and len(examples.setdefault(r.persona, [])) < n_examples:
+                examples[r.persona].append(z)
+        out[name] = {**evaluate(reward_model, tokenizer, records, zs, settings, device), "examples": examples}
+    return out

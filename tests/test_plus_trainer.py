@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import eval as evaluate_cli
 import train
 from plus import checkpoint, plus_trainer, ppo
 from plus.data import PlusRecord, format_query
@@ -162,6 +163,16 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
         config = checkpoint.load_config(out / "reward_model")
         assert config["method"] == method and config["population"] == "p2"
     assert (tmp_path / "plus" / "p2" / "untrained" / "summaries.jsonl").exists()
+    # eval.py scores every run on the seen users' held-out pairs and on new users.
+    assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--n_new_users", "1"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["plus"]["p2"]
+    assert sorted(report) == sorted(plus_trainer.METHODS)
+    for method, result in report.items():
+        assert result["seen"]["n_pairs"] == 4 and result["new"]["n_pairs"] == 2
+        low, high = result["new"]["ci95"]
+        assert low <= result["new"]["accuracy"] <= high
+        assert ("summary_attribute_accuracy" in result) == (method != "bt")
+    assert report["oracle"]["summary_attribute_accuracy"] == 1.0  # the persona's own text states it all
 
 
 def test_plus_flags_only_apply_to_the_plus_stage(capsys):
