@@ -22,7 +22,9 @@ Both are trained together, once per rollout batch of users (the authors' order):
                    R(c, z) = clip(log sigma(r(y^chosen | z) - r(y^rejected | z)), -10, 10)
                              - beta * sum_t log(pi_theta(z_t | c, z_<t) / pi_0(z_t | c, z_<t)),
 
-               the KL penalty (k1) paid per token to the initial summarizer pi_0, beta = 0.01;
+               the KL penalty (k1) paid per token to the initial summarizer pi_0, beta = 0.01
+               (a z that never ends gets PPO's fixed missing-EOS score instead, as any
+               response does in plus/ppo.py);
   3. PPO       one update of the summarizer and its critic on those rewards: GAE (gamma 1,
                lambda 0.95), whitened advantages, clip 0.2 (plus/ppo.py, reused whole:
                this file gives it a `ScoreFn` and an `on_update` callback);
@@ -276,6 +278,7 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
 
         def on_update(step: int, rollout: ppo.Rollout, stats: dict) -> dict:
             zs = z_texts(tokenizer, rollout.response_lists())  # the z that step 2 scored
+            # summarizer_reward: the mean score PPO paid (clipped; missing-EOS penalty applied)
             return {"summarizer_reward": stats["score"], **rm_update(step - 1, rollout.prompt_indices, zs)}
 
         last = ppo.train(policy=summarizer, ref_policy=ref_summarizer, critic=Critic.from_reward_model(reward_model),
@@ -291,7 +294,7 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
             indices = epoch_order(len(records), cfg.seed, epoch)[offset * cfg.rollout_batch_size:
                                                                  (offset + 1) * cfg.rollout_batch_size]
             last = {"step": step + 1, **rm_update(step, indices, [zs[i] for i in indices]),
-                    "step_s": time.perf_counter() - t0}
+                    "elapsed_s": time.perf_counter() - t0}
             append_metrics(metrics_path, last)
         if method == "untrained":
             (out_dir / "summaries.jsonl").write_text("".join(
