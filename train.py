@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from plus import checkpoint, data
+from plus import checkpoint, data, preferences
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 from plus.preference_flags import add_preference_args, preference_options
 from plus.training import DTYPES, Preempted, resolve_dtype
@@ -424,7 +424,7 @@ def run_rm(args, ctx: Dist) -> dict:
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
     def load(path: str, split: str, n: int | None, summaries_per_post: int = 2) -> list:
-        pairs, bad = data.load_preference_pairs(path, tokenizer, split=split, n=n, summaries_per_post=summaries_per_post,
+        pairs, bad = preferences.load_preference_pairs(path, tokenizer, split=split, n=n, summaries_per_post=summaries_per_post,
                                                 **preference_options(args, path))
         if bad.total:
             print0(ctx, f"[rm] {path} ({split}): {bad.summary()}")

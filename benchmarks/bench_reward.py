@@ -25,7 +25,8 @@ import time
 import torch
 
 from plus.bradley_terry import bradley_terry_loss
-from plus.data import collate_sft, collate_shared_prompts, load_preference_pairs, response_tokens
+from plus.data import collate_sft, collate_shared_prompts, response_tokens
+from plus.preferences import load_preference_pairs
 from plus.reward_head import load_reward_model
 from plus.reward_trainer import pair_forward, pair_rows
 from plus.surprise import SurpriseRewardModel, apply_token_surprise

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from kernels import kl_divergence
-from plus import checkpoint, data
+from plus import checkpoint, data, preferences
 from plus.generate import Samples, decode_responses, generate, left_pad
 from plus.metrics import rouge_scores, win_rate
 from plus.ppo import response_lists, reward_model_scorer
@@ -173,7 +173,7 @@ def evaluate_reward_model(args, rm_dir: Path) -> dict:
         name = "valid" if path == "synthetic" else Path(path).stem
         while name in results:
             name += "+"
-        pairs, bad = data.load_preference_pairs(path, tokenizer, split="valid", n=args.n_pairs,
+        pairs, bad = preferences.load_preference_pairs(path, tokenizer, split="valid", n=args.n_pairs,
                                                 **preference_options(args, path))
         row = reward_trainer.evaluate(model, {name: pairs}, tokenizer.pad_id, args.batch_size, args.device)[name]
         references = reward_trainer.reference_examples(path, pairs, tokenizer, "valid", args.n_pairs,

@@ -3,7 +3,7 @@ that read one (`train.py --stage rm` and `eval.py --stage rm`), so both accept t
 flags and read a file the same way.
 
     add_preference_args(parser)                  # --prompt_key, --chosen_key, ..., --domain
-    data.load_preference_pairs(path, tokenizer, **preference_options(args, path))
+    preferences.load_preference_pairs(path, tokenizer, **preference_options(args, path))
 
 The formats themselves (OpenAI comparisons, key-named fields, Human/Assistant transcripts,
 DSP) are recognized in `plus/data.py`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from plus.data import DSP_DOMAINS
+from plus.preferences import DSP_DOMAINS
 
 
 def add_preference_args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_preference_args(p: argparse.ArgumentParser) -> None:
 
 
 def preference_options(args: argparse.Namespace, dataset: str) -> dict:
-    """data.load_preference_pairs keyword arguments for `dataset` ('synthetic' or a file) from
+    """preferences.load_preference_pairs keyword arguments for `dataset` ('synthetic' or a file) from
     the flags above and the caller's own --prompt_max_len, --generate_max_len, --seed and
     --on_bad_record."""
     options = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len, seed=args.seed,

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from plus.data import (DataError, PreferencePair, collate_shared_prompts, group_by_prompt, load_preference_pairs,
-                       render_chat, response_ids)
+from plus.data import DataError, PreferencePair, collate_shared_prompts, group_by_prompt
+from plus.preferences import load_preference_pairs, render_chat
 from plus.tokenizer import Tokenizer
 
 CORPUS = ["SUBREDDIT: r/cats TITLE: my cat POST: she sleeps all day TL;DR: cat sleeps",
@@ -346,6 +346,6 @@ def test_a_json_array_on_one_line_names_records_and_counts_them_all(tmp_path, to
 def test_transcript_cue_spellings(text, prompt, reply):
     """The last assistant cue at a line start splits the prompt from the reply, whatever its
     spelling; a cue inside a sentence is not one."""
-    from plus.data import split_transcript
+    from plus.preferences import split_transcript
 
     assert split_transcript(text, "f:1") == (prompt, reply)

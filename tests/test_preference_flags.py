@@ -1,7 +1,7 @@
 import argparse
 import json
 
-from plus.data import load_preference_pairs
+from plus.preferences import load_preference_pairs
 from plus.preference_flags import add_preference_args, preference_options
 from plus.tokenizer import Tokenizer
 

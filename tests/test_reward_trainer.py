@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import eval as evaluate_cli
 import train
-from plus import checkpoint, data, reward_trainer
+from plus import checkpoint, preferences, reward_trainer
 from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel, load_reward_model
@@ -251,7 +251,7 @@ def test_references_average_zero_after_training_and_eval_reports_it(tokenizer, s
     heldout = one_by_one(rm, world_references(tokenizer, "valid", 12))
     assert report["reference_mean"] == pytest.approx(float(heldout.mean()), abs=1e-5)
     assert report["train_reference_mean"] == pytest.approx(0.0, abs=1e-6)
-    pairs, _ = data.load_preference_pairs("synthetic", tokenizer, split="valid", n=12, on_bad_record="skip",
+    pairs, _ = preferences.load_preference_pairs("synthetic", tokenizer, split="valid", n=12, on_bad_record="skip",
                                           prompt_max_len=PROMPT_MAX_LEN)
     chosen = one_by_one(rm, [SFTExample(p.prompt, p.chosen) for p in pairs])
     rejected = one_by_one(rm, [SFTExample(p.prompt, p.rejected) for p in pairs])
