@@ -179,3 +179,23 @@ def test_plus_flags_only_apply_to_the_plus_stage(capsys):
     with pytest.raises(SystemExit):
         train.main(["--stage", "rm", "--method", "plus"])
     assert "--method only applies to --stage plus" in capsys.readouterr().err
+
+
+def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
+    from plus.world.export import export_plus
+
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "pretrain", policy, {"stage": "pretrain", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
+    flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--method", "icl", "--max_steps", "2",
+             "--rollout_batch_size", "2", "--train_batch_size", "2", "--micro_train_batch_size", "2",
+             "--generate_max_len", "8", "--prompt_max_len", "240", "--no_progress"]
+    assert train.main(flags + ["--population", "p2", "--n_users", "2"]) == 0
+    assert train.main(flags + ["--dataset", str(tmp_path / "files" / "p2_train.jsonl")]) == 0
+    world = checkpoint.load_state_dict(tmp_path / "plus" / "p2" / "icl" / "reward_model")
+    from_file = checkpoint.load_state_dict(tmp_path / "plus" / "p2_train" / "icl" / "reward_model")
+    assert all(torch.equal(world[k], from_file[k]) for k in world)
+    start = policy.state_dict()
+    assert any(not torch.equal(world[k], start[k.removeprefix("backbone.")])
+               for k in world if k.startswith("backbone."))  # it trained
