@@ -22,9 +22,11 @@ def main(argv=None) -> int:
     p.add_argument("--init_from", default="runs/demo/sft", help="policy checkpoint directory")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--n", type=int, default=3, help="summarize N posts of the world's test split")
-    source.add_argument("--prompt", default=None, help="one prompt, used as given")
+    source.add_argument("--prompt", default=None,
+                        help="one prompt; a typed \\n is a newline (the query format needs them)")
     source.add_argument("--input", default=None, help=".jsonl/.json/.csv file of posts")
     p.add_argument("--input_key", default=None, help="prompt field of --input (default: subreddit/title/post)")
+    p.add_argument("--max_samples", type=int, default=None, help="at most this many records of --input")
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=1.0)
@@ -36,11 +38,15 @@ def main(argv=None) -> int:
     try:
         model, tokenizer, _ = checkpoint.load_gpt(args.init_from, args.device)
         if args.prompt is not None:
-            prompts = [data.truncate_prompt(tokenizer, args.prompt, args.prompt_max_len)]
+            prompt = args.prompt.replace("\\n", "\n")
+            if not prompt.rstrip().endswith("TL;DR:"):
+                print("note: the prompt does not end with 'TL;DR:', the cue the demo policy was trained to "
+                      "summarize after", file=sys.stderr)
+            prompts = [data.truncate_prompt(tokenizer, prompt, args.prompt_max_len)]
         elif args.input is not None:
             prompts = data.load_file_records(
                 args.input, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
-                data.BadRecords("error"))
+                data.BadRecords("error"), limit=args.max_samples)
         else:
             from plus.world import World
             posts = World(args.seed).posts("test", args.n)

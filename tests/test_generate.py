@@ -124,3 +124,20 @@ def test_cuda_graph_needs_cuda_tensors():
     ids, mask = left_pad([[3, 4]], PAD)
     with pytest.raises(ValueError, match="cuda_graph"):
         generate(model, ids, mask, max_new_tokens=2, eos_id=EOS, pad_id=PAD, cuda_graph=True)
+
+
+def test_sample_cli_reads_a_typed_newline_and_notes_a_missing_cue(tmp_path, capsys):
+    import sample
+    from plus import checkpoint
+    from plus.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["SUBREDDIT: r/cats\n\nTITLE: my cat\n\nPOST: she sleeps\n\nTL;DR: cat sleeps"] * 20,
+                          vocab_size=300)
+    model = GPT(GPTConfig.gpt2_style(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=8))
+    checkpoint.save_checkpoint(tmp_path / "ck", model, {"stage": "sft", "model": model.config.to_dict()}, tokenizer=tok)
+    flags = ["--init_from", str(tmp_path / "ck"), "--generate_max_len", "2", "--temperature", "0", "--device", "cpu"]
+    assert sample.main(flags + ["--prompt", "SUBREDDIT: r/cats\\n\\nTITLE: my cat\\n\\nTL;DR:"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("SUBREDDIT: r/cats\n\nTITLE: my cat\n\nTL;DR:") and err == ""
+    assert sample.main(flags + ["--prompt", "my cat sleeps"]) == 0
+    assert "does not end with 'TL;DR:'" in capsys.readouterr().err
