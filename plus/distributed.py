@@ -62,13 +62,23 @@ def barrier(ctx: Dist) -> None:
         dist.barrier()
 
 
+def collective_device(ctx: Dist) -> torch.device:
+    """Where a tensor must be for a collective: NCCL reduces CUDA tensors only (this
+    process's GPU), gloo CPU tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device("cpu")
+
+
 def all_reduce_sum(ctx: Dist, x: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (returns a new tensor; identity in a world of one)."""
+    """Sum a tensor over ranks: a new tensor on x's device (identity in a world of one).
+    The loops keep their counts and metrics on the CPU; under NCCL they travel through
+    the GPU for the reduction."""
     if not ctx.enabled:
         return x
-    x = x.clone()
-    dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
+    reduced = x.to(collective_device(ctx), copy=True)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(x.device)
 
 
 def rank_slice(ctx: Dist, n: int) -> slice:
