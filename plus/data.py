@@ -128,9 +128,10 @@ def _csv(path, text) -> Iterator[tuple[str, dict]]:
 class BadRecords:
     """The bad records of a file, by problem, with the first few locations.
 
-    Under "error" a file's reader (`load_file_records`) still reads the whole file, so
-    the error it raises at the end names the first bad record and says how many there
-    are in all; under "skip" they are left out and reported."""
+    Under "error" a file's reader (`load_file_records`) still reads on (the whole file,
+    unless a limit on the records stops it sooner), so the error it raises at the end
+    names the first bad record and says how many there are among those read; under
+    "skip" they are left out and reported."""
     policy: str = "error"
     skipped: Counter = field(default_factory=Counter)
     locations: list = field(default_factory=list)  # the first SHOWN "location: problem" lines
@@ -196,10 +197,13 @@ def get_text(record: dict, key: str, where: str) -> str:
 def load_file_records(
     path, parse: Callable[[dict, str], object], bad: BadRecords, limit: int | None = None
 ) -> list:
-    """Parse every record of a file with `parse(record, location)` (the first `limit`
-    good ones are kept). The whole file is read either way, so under the "error" policy
-    the error names the first bad record and how many the file holds; raises if nothing
-    usable remains."""
+    """Parse the records of a file with `parse(record, location)`; raises if nothing
+    usable remains.
+
+    Without `limit` the whole file is read whatever happens, so under the "error" policy
+    the error names the first bad record and says how many of the file's records are bad.
+    With `limit` reading stops at the `limit`-th good record: what lies beyond is never
+    parsed, and a bad record there stops nothing (the count is of the records read)."""
     out, seen, found = [], [0], []
 
     def bad_record(error: DataError) -> None:
@@ -210,18 +214,19 @@ def load_file_records(
         seen[0] += 1
         bad_record(error)
 
+    whole_file = True
     for where, record in read_records(path, on_error=on_reader_error):
+        if limit is not None and len(out) >= limit:
+            whole_file = False
+            break
         seen[0] += 1
         try:
-            parsed = parse(record, where)
+            out.append(parse(record, where))
         except DataError as e:
             bad_record(e)
-            continue
-        if limit is None or len(out) < limit:
-            out.append(parsed)
     if bad.policy == "error" and found:
-        raise DataError(f"{found[0]} ({len(found)} of the file's {seen[0]} records are bad; "
-                        f"--on_bad_record skip leaves them out)")
+        of = f"the file's {seen[0]} records" if whole_file else f"the first {seen[0]} records"
+        raise DataError(f"{found[0]} ({len(found)} of {of} are bad; --on_bad_record skip leaves them out)")
     if not out:
         raise DataError(f"{path}: no usable records")
     return out

@@ -123,6 +123,24 @@ def test_bad_jsonl_record_names_file_and_line(tmp_path, tok, line, problem):
     assert len(examples) == 2 and bad.total == 1
 
 
+def test_a_limit_stops_reading_at_the_limit(tmp_path, tok):
+    """With n, reading stops at the n-th good record: a bad one after it is never parsed;
+    one before it stops the run, counted among the records read."""
+    bad_line = json.dumps({**GOOD, "summary": ""})
+    path = write(tmp_path, "d.jsonl", "\n".join([json.dumps(GOOD)] * 3 + [bad_line, json.dumps(GOOD)]) + "\n")
+    examples, bad = data.load_sft_examples(str(path), tok, n=3)
+    assert len(examples) == 3 and bad.total == 0
+    with pytest.raises(data.DataError) as err:
+        data.load_sft_examples(str(path), tok, n=4)
+    assert str(err.value) == (f"{path}:4: 'summary' is empty (1 of the file's 5 records are bad; "
+                              "--on_bad_record skip leaves them out)")
+    path = write(tmp_path, "e.jsonl", "\n".join([json.dumps(GOOD), bad_line] + [json.dumps(GOOD)] * 3) + "\n")
+    with pytest.raises(data.DataError) as err:
+        data.load_sft_examples(str(path), tok, n=2)
+    assert str(err.value) == (f"{path}:2: 'summary' is empty (1 of the first 3 records are bad; "
+                              "--on_bad_record skip leaves them out)")
+
+
 def test_undecodable_bytes(tmp_path, tok):
     path = write(tmp_path, "d.jsonl", json.dumps(GOOD).encode() + b"\n" + b'{"post": "\xff\xfe"}\n')
     with pytest.raises(data.DataError, match=r"d\.jsonl:2: undecodable bytes"):
