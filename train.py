@@ -567,6 +567,9 @@ def main(argv=None) -> int:
                         + ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)))
     except Preempted as e:
         print0(ctx, str(e))
+        later = STAGES[STAGES.index(stage) + 1:] if args.stage == "all" else ()
+        if later:
+            print0(ctx, f"[{stage}] not started: {', '.join(later)}; run each with --stage NAME")
         return 0
     except (data.DataError, checkpoint.CheckpointError, ValueError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -48,7 +48,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from plus import checkpoint
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
@@ -58,9 +57,8 @@ from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, ful
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.reward_head import RewardModel
 from plus.surprise import SurpriseRewardModel
-from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order, fit_batch_to_data,
-                           load_resume_state, lr_at, make_optimizer, Preempted, set_lr, StopOnSignal,
-                           truncate_metrics)
+from plus.training import (append_metrics, autocast, check_finite, epoch_order, load_resume_state, make_optimizer,
+                           plan_steps, TrainingSteps, truncate_metrics)
 
 CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
@@ -245,16 +243,8 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
-    args.train_batch_size, args.micro_train_batch_size, note = fit_batch_to_data(
-        len(pairs), args.train_batch_size, args.micro_train_batch_size, ctx.world_size, "pairs")
-    if note:
-        print0(ctx, f"[rm] {note}")
-    accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
-    steps_per_epoch = len(pairs) // args.train_batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(pairs)} pairs are fewer than one global batch ({args.train_batch_size})")
-    max_steps = args.max_steps or steps_per_epoch * args.max_epochs  # default: max_epochs passes (Stiennon: 1)
-    warmup = max(1, int(args.warmup_ratio * max_steps))
+    plan = plan_steps("rm", len(pairs), "pairs", args, ctx)
+    steps_per_epoch, max_steps = plan.steps_per_epoch, plan.max_steps
     with_lm = args.lm_loss_coeff > 0
 
     # ---- data order: a permutation per epoch, a function of (seed, epoch), so a resumed
@@ -313,17 +303,13 @@ def train(
         barrier(ctx)
 
     print0(ctx, f"[rm] {len(pairs)} pairs, {max_steps} steps of {args.train_batch_size} "
-                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes"
+                f"({args.micro_train_batch_size} x {plan.accumulation} accumulation x {ctx.world_size} processes"
                 f"{'' if ctx.world_size == 1 else ', ' + args.strategy}), {n_params / 1e6:.2f}M parameters"
                 + (f", lm_loss_coeff {args.lm_loss_coeff}" if with_lm else ""))
-    bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
-               desc="rm", disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
-    with StopOnSignal() as stop:  # SIGTERM: finish the step, save, raise Preempted
-        for step in bar:
+    with TrainingSteps("rm", optimizer, start_step, plan, args, ctx, save, out_dir) as steps:
+        for step, lr in steps:  # sets lr; saves every --save_steps; SIGTERM: saves, raises Preempted
             t0 = time.perf_counter()
-            lr = lr_at(step, max_steps, args.learning_rate, warmup)
-            set_lr(optimizer, lr)
 
             # Each rank takes its slice of the global batch and splits it into micro-batches.
             mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
@@ -373,29 +359,21 @@ def train(
                     last.update(flat_eval_metrics(results))
             if ctx.is_main:
                 append_metrics(metrics_path, last)
-                shown = {k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")}
-                bar.set_postfix(pairs_s=f"{last['pairs_per_s']:.1f}", **shown)
-            if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
-                save(step + 1)
-            if step + 1 < max_steps and stop.requested(ctx):
-                save(step + 1)
-                bar.close()
-                raise Preempted(f"[rm] stopped by SIGTERM after step {step + 1} of {max_steps}; saved to {out_dir}: "
-                                f"continue with the same command and --resume")
-    bar.close()
+            steps.show(pairs_s=f"{last['pairs_per_s']:.1f}",
+                       **{k: f"{v:.3f}" for k, v in last.items() if k in ("loss", "accuracy", "eval_gold_agreement")})
 
-    # ---- normalization: references score 0 on average (Stiennon et al. 2020) -----------
-    t0 = time.perf_counter()
-    if isinstance(model, SurpriseRewardModel):  # its term's mean is kept too, for the critic (plus/surprise.py)
-        with full_params(ddp_model):
-            parts = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, parts=True)  # [n, 2]
-        stats = model.set_normalization(parts[:, 0], parts[:, 1], args.normalize_reward)
-    else:
-        with full_params(ddp_model):
-            rewards = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)  # [n]
-        stats = model.head.set_normalization(rewards, args.normalize_reward)
-    print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
-                f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "
-                f"{float(model.head.gain):.4f}, bias {float(model.head.bias):.4f}")
-    save(max_steps)
+        # ---- normalization: references score 0 on average (Stiennon et al. 2020) -------
+        t0 = time.perf_counter()
+        if isinstance(model, SurpriseRewardModel):  # its term's mean is kept too, for the critic (plus/surprise.py)
+            with full_params(ddp_model):
+                parts = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, parts=True)  # [n, 2]
+            stats = model.set_normalization(parts[:, 0], parts[:, 1], args.normalize_reward)
+        else:
+            with full_params(ddp_model):
+                rewards = score(model, references, tokenizer.pad_id, eval_batch, device, ctx, raw=True)  # [n]
+            stats = model.head.set_normalization(rewards, args.normalize_reward)
+        print0(ctx, f"[rm] normalized on {len(references)} references in {time.perf_counter() - t0:.0f}s: raw mean "
+                    f"{stats['reference_mean_raw']:.4f}, std {stats['reference_std_raw']:.4f} -> gain "
+                    f"{float(model.head.gain):.4f}, bias {float(model.head.bias):.4f}")
+        save(max_steps)
     return {**last, "reference_mean_raw": stats["reference_mean_raw"], "reference_std_raw": stats["reference_std_raw"]}

@@ -21,16 +21,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from kernels import fused_linear_token_logprobs, token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
-from plus.training import (append_metrics, autocast, check_batch_sizes, check_finite, epoch_order, fit_batch_to_data,
-                           load_resume_state, lr_at, make_optimizer, peak_flops, Preempted, set_lr, StopOnSignal,
-                           truncate_metrics, unwrap)
+from plus.training import (append_metrics, autocast, check_finite, epoch_order, load_resume_state, make_optimizer,
+                           peak_flops, plan_steps, TrainingSteps, truncate_metrics, unwrap)
 
 
 # The fused head + log-softmax (kernels/fused_linear.py) never holds the [tokens, vocab]
@@ -104,16 +102,8 @@ def train(
     device = torch.device(args.device)
 
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
-    args.train_batch_size, args.micro_train_batch_size, note = fit_batch_to_data(
-        dataset_size, args.train_batch_size, args.micro_train_batch_size, ctx.world_size, unit)
-    if note:
-        print0(ctx, f"[{stage}] {note}")
-    accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
-    steps_per_epoch = dataset_size // args.train_batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{dataset_size} {unit} are fewer than one global batch ({args.train_batch_size})")
-    max_steps = args.max_steps or steps_per_epoch * args.max_epochs
-    warmup = max(1, int(args.warmup_ratio * max_steps))
+    plan = plan_steps(stage, dataset_size, unit, args, ctx)
+    steps_per_epoch, max_steps = plan.steps_per_epoch, plan.max_steps
 
     # ---- the data order: a fixed permutation per epoch, a function of (seed, epoch), so
     # a resumed run sees exactly the batches the uninterrupted one would have.
@@ -158,16 +148,12 @@ def train(
         barrier(ctx)
 
     print0(ctx, f"[{stage}] {dataset_size} {unit}, {max_steps} steps of {args.train_batch_size} "
-                f"({args.micro_train_batch_size} x {accumulation} accumulation x {ctx.world_size} processes"
+                f"({args.micro_train_batch_size} x {plan.accumulation} accumulation x {ctx.world_size} processes"
                 f"{'' if ctx.world_size == 1 else ', ' + args.strategy}), {n_params / 1e6:.2f}M parameters")
-    bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps,
-               desc=stage, disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
     last = {}
-    with StopOnSignal() as stop:  # SIGTERM: finish the step, save, raise Preempted
-        for step in bar:
+    with TrainingSteps(stage, optimizer, start_step, plan, args, ctx, save, out_dir) as steps:
+        for step, lr in steps:  # sets lr; saves every --save_steps; SIGTERM: saves, raises Preempted
             t0 = time.perf_counter()
-            lr = lr_at(step, max_steps, args.learning_rate, warmup)
-            set_lr(optimizer, lr)
 
             # Each rank takes its slice of the global batch and splits it into micro-batches.
             mine = global_batch(step)[rank_slice(ctx, args.train_batch_size)]
@@ -205,17 +191,9 @@ def train(
                     last["eval_loss"] = evaluate_loss(ddp_model, eval_batches, device, ctx)
             if ctx.is_main:
                 append_metrics(metrics_path, last)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
-                                **({"mfu": f"{last['mfu']:.1%}"} if "mfu" in last else {}),
-                                **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
-            if args.save_steps and (step + 1) % args.save_steps == 0 and step + 1 < max_steps:
-                save(step + 1)
-            if step + 1 < max_steps and stop.requested(ctx):
-                save(step + 1)
-                bar.close()
-                raise Preempted(f"[{stage}] stopped by SIGTERM after step {step + 1} of {max_steps}; saved to "
-                                f"{out_dir}: continue with the same command and --resume")
-    bar.close()
-    save(max_steps)
+            steps.show(loss=f"{loss:.3f}", tok_s=f"{last['tokens_per_s']:.0f}",
+                       **({"mfu": f"{last['mfu']:.1%}"} if "mfu" in last else {}),
+                       **({"eval": f"{last['eval_loss']:.3f}"} if "eval_loss" in last else {}))
+        save(max_steps)
     return last
 

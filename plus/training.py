@@ -20,9 +20,11 @@ so each loop shows only what is particular to its stage.
 * The NaN guard (`check_finite`): a loss, score or gradient norm that is NaN or inf stops
   the run on every process, naming the step, the quantity and the last checkpoint saved,
   before the optimizer writes the bad values into the weights.
-* Preemption (`StopOnSignal`): SIGTERM, a cluster's notice that the job will be killed,
-  lets the current step finish, saves a resumable checkpoint and ends the run with
-  `Preempted`; `--resume` then continues as if nothing had happened.
+* The steps (`plan_steps`, `TrainingSteps`): the sizes derived from the data and the
+  flags, then each step's learning rate, the periodic saves and preemption: SIGTERM, a
+  cluster's notice that the job will be killed, lets the current step finish, saves a
+  resumable checkpoint and ends the run with `Preempted`; `--resume` then continues as if
+  nothing had happened.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ import signal
 import threading
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from plus import checkpoint
-from plus.distributed import Dist, all_reduce_sum
+from plus.distributed import Dist, all_reduce_sum, print0
 from plus.fsdp import FullyShardedDataParallel
 
 DTYPES = ("fp32", "bf16")
@@ -227,3 +231,86 @@ class StopOnSignal:
 
     def requested(self, ctx: Dist) -> bool:
         return bool(all_reduce_sum(ctx, torch.tensor([float(self.flag)])).item() > 0)
+
+
+# ----------------------------------------------------------------------------------------
+# The steps of a loop
+
+class StepPlan(NamedTuple):
+    accumulation: int     # micro-batches per process per optimizer step
+    steps_per_epoch: int  # optimizer steps in one pass over the data
+    max_steps: int
+    warmup: int           # steps of linear warmup
+
+
+def plan_steps(stage: str, n: int, unit: str, args, ctx: Dist) -> StepPlan:
+    """The sizes a loop over `n` examples (`unit` names them) derives from its flags. A
+    global batch larger than the data shrinks to fit (`fit_batch_to_data`, one line says
+    so), and `args.train_batch_size` / `args.micro_train_batch_size` then hold what runs.
+    Global batch = micro-batch x accumulation x processes; by default `--max_epochs`
+    passes over the data."""
+    args.train_batch_size, args.micro_train_batch_size, note = fit_batch_to_data(
+        n, args.train_batch_size, args.micro_train_batch_size, ctx.world_size, unit)
+    if note:
+        print0(ctx, f"[{stage}] {note}")
+    accumulation = check_batch_sizes(args.train_batch_size, args.micro_train_batch_size, ctx.world_size)
+    steps_per_epoch = n // args.train_batch_size
+    max_steps = args.max_steps or steps_per_epoch * args.max_epochs
+    return StepPlan(accumulation, steps_per_epoch, max_steps, max(1, int(args.warmup_ratio * max_steps)))
+
+
+class TrainingSteps:
+    """The steps `start` .. max_steps - 1 of a pretraining, SFT or reward-model loop, as a
+    context that yields (step, learning rate):
+
+        with TrainingSteps("sft", optimizer, start, plan, args, ctx, save, out_dir) as steps:
+            for step, lr in steps:
+                ...                  # one optimizer step
+                steps.show(loss=...) # the progress bar's figures
+            save(plan.max_steps)
+
+    Before each step the learning rate (linear warmup, then cosine decay) is set on the
+    optimizer; after it, every `--save_steps` steps, `save(step)` writes a resumable
+    checkpoint. SIGTERM, a cluster's notice before it kills a job, lets the step finish,
+    saves and raises `Preempted`, naming the flags that continue the run. A SIGTERM during
+    the last step or the final save inside the block is reported when the block ends, so
+    that `--stage all` starts no further stage."""
+
+    def __init__(self, stage: str, optimizer: torch.optim.Optimizer, start: int, plan: StepPlan, args, ctx: Dist,
+                 save: Callable[[int], None], out_dir: Path):
+        self.stage, self.optimizer, self.start, self.plan = stage, optimizer, start, plan
+        self.args, self.ctx, self.save, self.out_dir = args, ctx, save, out_dir
+        self.stop = StopOnSignal()
+        self.bar = tqdm(range(start, plan.max_steps), initial=start, total=plan.max_steps, desc=stage,
+                        disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
+
+    def __enter__(self) -> "TrainingSteps":
+        self.stop.__enter__()
+        return self
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        max_steps, save_steps = self.plan.max_steps, self.args.save_steps
+        for step in self.bar:
+            lr = lr_at(step, max_steps, self.args.learning_rate, self.plan.warmup)
+            set_lr(self.optimizer, lr)
+            yield step, lr
+            done = step + 1
+            if save_steps and done % save_steps == 0 and done < max_steps:
+                self.save(done)
+            if done < max_steps and self.stop.requested(self.ctx):
+                self.save(done)
+                self.bar.close()
+                raise Preempted(f"[{self.stage}] stopped by SIGTERM after step {done} of {max_steps}; saved to "
+                                f"{self.out_dir}: continue with the same flags and --stage {self.stage} --resume")
+        self.bar.close()
+
+    def show(self, **figures) -> None:
+        """Figures for the progress bar (rank 0)."""
+        if self.ctx.is_main:
+            self.bar.set_postfix(**figures)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop.__exit__(exc_type, *exc)
+        if exc_type is None and self.stop.requested(self.ctx):
+            raise Preempted(f"[{self.stage}] SIGTERM during the last step: the stage finished and saved to "
+                            f"{self.out_dir}; no later stage was started")
