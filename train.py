@@ -337,7 +337,7 @@ def run_pretrain(args, ctx: Dist) -> dict:
         texts = lambda start: iter(rows[start:] + rows[:start])  # noqa: E731
 
     if args.resume or args.tokenizer:
-        tokenizer = Tokenizer.load(out_dir / checkpoint.TOKENIZER if args.resume else args.tokenizer)
+        tokenizer = checkpoint.load_tokenizer(out_dir) if args.resume else Tokenizer.load(args.tokenizer)
     else:
         t0 = time.perf_counter()
         tokenizer = Tokenizer.train(_take(texts(0), 20000), vocab_size=args.vocab_size)

@@ -285,5 +285,5 @@ def load_reward_model(path, device="cpu") -> tuple[RewardModel, Tokenizer, dict]
     else:
         model = RewardModel(gpt_config)
         checkpoint.load_into(model.backbone, state)
-    tokenizer = Tokenizer.load(path / checkpoint.TOKENIZER)
+    tokenizer = checkpoint.load_tokenizer(path)
     return model.to(device), tokenizer, config

@@ -152,6 +152,19 @@ def test_save_load_round_trip(tmp_path, tokenizer, family):
     assert tok.encode("the cat") == tokenizer.encode("the cat")
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: f.unlink(), "missing (a checkpoint carries its tokenizer)"),
+    (lambda f: f.write_text('{"model": '), "unreadable tokenizer ("),
+])
+def test_a_broken_tokenizer_is_one_checkpoint_error_naming_the_file(tmp_path, tokenizer, damage, problem):
+    trained_looking_rm().save(tmp_path / "rm", tokenizer)
+    damage(tmp_path / "rm" / checkpoint.TOKENIZER)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        load_reward_model(tmp_path / "rm")
+    assert str(e.value).startswith(f"{tmp_path / 'rm' / checkpoint.TOKENIZER}: {problem}")
+    assert "\n" not in str(e.value)
+
+
 def test_load_from_policy_checkpoint_gives_new_head(tmp_path, tokenizer):
     torch.manual_seed(1)
     gpt = GPT(tiny_config("gpt2")).eval()
