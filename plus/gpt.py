@@ -11,6 +11,20 @@ of the project loads weights for:
   grouped-query attention (`n_kv_head` < `n_head`, Ainslie et al. 2023), optional bias on
   the q/k/v projections only (Qwen2), an untied output head.
 
+Rotary positions rotate each pair (i, i + D/2) of a query or key at position p by the angle
+p * w_i, w_i = theta^(-2i/D), so the attention score depends on the distance between two
+tokens only. Llama 3.1 stretches the slow frequencies to reach a longer context than it was
+pretrained on (`rope_scaling`, Meta's "llama3" rule): with wavelength l_i = 2 pi / w_i, the
+pretraining context L, a factor s and the bounds lo < hi (`low_freq_factor`,
+`high_freq_factor`),
+
+    w_i' = w_i                                 if l_i < L / hi   (fast: kept)
+    w_i' = w_i / s                             if l_i > L / lo   (slow: stretched s times)
+    w_i' = (1 - a) w_i / s + a w_i,  a = (L / l_i - lo) / (hi - lo)   in between,
+
+so positions a few tokens apart are told apart as before while the slowest rotations stay
+below one turn over s times the old context. Without `rope_scaling`, w_i' = w_i.
+
 `forward` returns the final hidden states; `.logits(hidden)` applies the output head
 separately, so that the loss code can fuse the head with the log-softmax and never hold
 the full `[tokens, vocab]` logits (see `kernels/`).
@@ -53,6 +67,9 @@ class GPTConfig:
     mlp: str = "gelu"                # "gelu" (GPT-2, tanh approximation) | "swiglu" (Llama/Qwen)
     pos: str = "learned"             # "learned" (GPT-2) | "rope" (Llama/Qwen)
     rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # Llama 3.1's frequency scaling (module docstring): {"rope_type": "llama3",
+                                      # "factor", "low_freq_factor", "high_freq_factor",
+                                      # "original_max_position_embeddings"}; None: plain rope
     bias: bool = True                # biases on every linear layer and norm (GPT-2)
     qkv_bias: bool | None = None     # bias on q/k/v only; None -> follow `bias` (Qwen2: True with bias=False)
     tie_embeddings: bool = True      # output head shares the token-embedding matrix (GPT-2)
@@ -73,6 +90,11 @@ class GPTConfig:
             (self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}"),
             (self.n_head % self.n_kv_head == 0, f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}"),
             (self.pos != "rope" or (self.n_embd // self.n_head) % 2 == 0, "rope needs an even head dimension"),
+            (self.rope_scaling is None or (self.pos == "rope" and isinstance(self.rope_scaling, dict)
+                                           and self.rope_scaling.get("rope_type") == "llama3"
+                                           and set(LLAMA3_SCALING_KEYS) <= set(self.rope_scaling)),
+             f"rope_scaling must be None or {{'rope_type': 'llama3', {', '.join(map(repr, LLAMA3_SCALING_KEYS))}}} "
+             f"with pos='rope', got {self.rope_scaling!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -130,9 +152,27 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def llama3_scaled(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    """Llama 3.1's rotary frequencies w_i' from w_i (module docstring), in float32."""
+    factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    stretched = torch.where(wavelen > context / lo, inv_freq / factor, inv_freq)
+    a = (context / wavelen - lo) / (hi - lo)
+    between = (1 - a) * stretched / factor + a * stretched
+    in_between = ~(wavelen < context / hi) & ~(wavelen > context / lo)
+    return torch.where(in_between, between, stretched)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float,
+                 scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables for rotary embeddings at the given positions: [B, T] -> two [B, 1, T, head_dim]."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim))
+    if scaling is not None:
+        inv_freq = llama3_scaled(inv_freq, scaling)
     angles = position_ids.float()[..., None] * inv_freq  # [B, T, head_dim/2]
     angles = torch.cat((angles, angles), dim=-1)         # [B, T, head_dim]
     return angles.cos()[:, None], angles.sin()[:, None]
@@ -336,7 +376,7 @@ class GPT(nn.Module):
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             return x + self.pos_emb(position_ids), None
-        return x, rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        return x, rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, self.config.rope_scaling)
 
     def decode_step(self, idx: torch.Tensor, position_ids: torch.Tensor, key_mask: torch.Tensor,
                     kv_cache: KVCache) -> torch.Tensor:
