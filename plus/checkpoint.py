@@ -15,6 +15,10 @@ holds half-new, half-old files. So a save writes everything into `<dir>.saving/`
 swaps directories: `<dir>` -> `<dir>.previous`, `<dir>.saving` -> `<dir>`, and finally
 deletes `<dir>.previous`. At every instant either `<dir>` or `<dir>.previous` is a
 complete checkpoint, and `resolve()` finds whichever exists.
+
+A Hugging Face model directory (config.json with a "model_type") loads through the same
+functions (`load_config`, `load_state_dict`, `load_tokenizer`, `load_gpt`), read by
+plus/hf.py, so it goes wherever a checkpoint directory goes.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def resolve(path) -> Path:
     """The complete checkpoint at `path`, falling back to `<path>.previous` left by a
     save that was interrupted between its two renames."""
     path = Path(path)
-    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
+    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file() or is_hf_dir(path):
         return path
     previous = path.with_name(path.name + ".previous")
     if (previous / CONFIG).is_file() and (previous / WEIGHTS).is_file():
@@ -50,6 +54,13 @@ def resolve(path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     raise CheckpointError(f"{path}: not a checkpoint (needs {CONFIG} and {WEIGHTS})")
+
+
+def is_hf_dir(path) -> bool:
+    """A Hugging Face model directory (plus/hf.py) rather than a plus checkpoint."""
+    from plus import hf
+
+    return hf.is_hf_dir(path)
 
 
 def unique_state_dict(module: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
@@ -154,6 +165,10 @@ def _readable_by_all(directory: Path) -> None:
 
 def load_config(path) -> dict:
     path = resolve(path)
+    if is_hf_dir(path):
+        from plus import hf
+
+        return hf.load_config(path)
     try:
         config = json.loads((path / CONFIG).read_text())
     except json.JSONDecodeError as e:
@@ -164,6 +179,10 @@ def load_config(path) -> dict:
 
 
 def load_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
+    if is_hf_dir(resolve(path)):
+        from plus import hf
+
+        return hf.load_state_dict(resolve(path), device)
     file = resolve(path) / WEIGHTS
     try:
         return load_file(str(file), device=str(device))
@@ -175,6 +194,10 @@ def load_tokenizer(path):
     """The checkpoint's tokenizer.json, or a one-line CheckpointError naming it."""
     from plus.tokenizer import Tokenizer
 
+    if is_hf_dir(resolve(path)):
+        from plus import hf
+
+        return hf.load_tokenizer(resolve(path))
     file = resolve(path) / TOKENIZER
     if not file.is_file():
         raise CheckpointError(f"{file}: missing (a checkpoint carries its tokenizer)")
@@ -224,6 +247,10 @@ def load_gpt(path, device="cpu"):
     from plus.gpt import GPT, GPTConfig
 
     path = resolve(path)
+    if is_hf_dir(path):
+        from plus import hf
+
+        return hf.load_gpt(path, device)
     config = load_config(path)
     if "model" not in config:
         raise CheckpointError(f"{path / CONFIG}: missing the \"model\" section")

@@ -24,6 +24,13 @@ with PPO"):
   the policy must learn to emit, so it would never learn to stop. Files that lack a
   separate pad (GPT-2, Qwen2) get `PAD_TOKEN` added as a new special token, which
   adds one row to the vocabulary (`vocab_size` counts it).
+
+A Hugging Face tokenizer keeps its choices beside tokenizer.json, in
+tokenizer_config.json: which token ends a sequence (a chat model's end of turn,
+"<|im_end|>" or "<|eot_id|>", rather than the end of a document), which pads, which
+begins, and the chat template (plus/chat_template.py). `load` reads them from there, and
+`save` writes them back beside tokenizer.json, so a checkpoint trained from such a model
+keeps them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where newer files keep the template instead
 
 # Names used by common tokenizer files, most preferred first. GPT-2 and Qwen2 end
 # documents with <|endoftext|>, Llama 3 base models with <|end_of_text|>, and
@@ -94,7 +103,8 @@ class Tokenizer:
             )
         if pad_token == eos_token:
             raise TokenizerError(f"pad_token must differ from eos_token, both are {pad_token!r}")
-        if backend.token_to_id(pad_token) is None:
+        self.pad_added = backend.token_to_id(pad_token) is None  # a token the file did not have
+        if self.pad_added:
             # normalized=False: match the raw string, never a normalized variant of it.
             backend.add_special_tokens([AddedToken(pad_token, special=True, normalized=False)])
 
@@ -109,6 +119,11 @@ class Tokenizer:
         # Rows the embedding matrix needs: one more than the largest id, which also
         # stays correct if a file's ids have holes.
         self._vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
+        # From a tokenizer_config.json (`load`); None for a tokenizer trained here.
+        self.bos_token: str | None = None
+        self.bos_id: int | None = None
+        self.chat_template = None  # plus.chat_template.ChatTemplate
+        self.config: dict | None = None
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> "Tokenizer":
@@ -147,7 +162,8 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike, eos_token: str | None = None, pad_token: str | None = None) -> "Tokenizer":
-        """Load a `tokenizer.json` file, or the one inside directory `path`."""
+        """Load a `tokenizer.json` file, or the one inside directory `path`, with the EOS,
+        pad, BOS and chat template of a tokenizer_config.json beside it (arguments win)."""
         file = Path(path)
         if file.is_dir():
             file = file / TOKENIZER_FILE
@@ -165,10 +181,37 @@ class Tokenizer:
             except json.JSONDecodeError as je:
                 raise TokenizerError(f"{file}:{je.lineno}: invalid JSON ({je.msg})") from e
             raise TokenizerError(f"{file}: not a tokenizer.json ({e})") from e
+        config_file = file.parent / TOKENIZER_CONFIG_FILE
+        config = _read_json(config_file) if config_file.is_file() and file.name == TOKENIZER_FILE else None
+        special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")} \
+            if config else {}
+        eos_token = eos_token or special.get("eos_token")
+        if pad_token is None and special.get("pad_token") != eos_token:
+            pad_token = special.get("pad_token")  # None: chosen as the class docstring says
         try:
-            return cls(backend, eos_token=eos_token, pad_token=pad_token)
+            tokenizer = cls(backend, eos_token=eos_token, pad_token=pad_token)
         except TokenizerError as e:
-            raise TokenizerError(f"{file}: {e}") from e
+            raise TokenizerError(f"{config_file if config else file}: {e}") from e
+        if config is not None:
+            tokenizer._attach_config(config, special, config_file)
+        return tokenizer
+
+    def _attach_config(self, config: dict, special: dict, config_file: Path) -> None:
+        """Keep a tokenizer_config.json's BOS and chat template, and the file itself, to save back."""
+        from plus.chat_template import ChatTemplate
+
+        self.config = config
+        self.bos_token = special.get("bos_token")
+        self.bos_id = None if self.bos_token is None else self._backend.token_to_id(self.bos_token)
+        source, origin = config.get("chat_template"), config_file
+        if isinstance(source, list):  # [{"name": ..., "template": ...}]: the default one
+            source = next((t.get("template") for t in source if isinstance(t, dict) and t.get("name") == "default"),
+                          None)
+        if source is None and (config_file.parent / CHAT_TEMPLATE_FILE).is_file():
+            origin = config_file.parent / CHAT_TEMPLATE_FILE
+            source = origin.read_text(encoding="utf-8")
+        if isinstance(source, str):
+            self.chat_template = ChatTemplate(source, {**special, "eos_token": self.eos_token}, str(origin))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json atomically.
@@ -192,6 +235,12 @@ class Tokenizer:
         except BaseException:
             os.unlink(tmp)
             raise
+        if self.config is not None and file.name == TOKENIZER_FILE:
+            config = {**self.config, "eos_token": self.eos_token, "pad_token": self.pad_token}
+            if self.chat_template is not None:
+                config["chat_template"] = self.chat_template.source
+            (file.parent / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                             encoding="utf-8")
 
     @property
     def vocab_size(self) -> int:
@@ -217,6 +266,18 @@ class Tokenizer:
         """`encode` over a list (the library splits the work over threads)."""
         return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
 
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a conversation in the model's chat template (plus/chat_template.py):
+        the rendered text, with the special tokens it spells read as their ids."""
+        if self.chat_template is None:
+            raise TokenizerError("this tokenizer has no chat template (tokenizer_config.json's \"chat_template\")")
+        text = self.chat_template.render(messages, add_generation_prompt)
+        self._backend.encode_special_tokens = False  # here "<|im_start|>" is meant as the token
+        try:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        finally:
+            self._backend.encode_special_tokens = True
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of `ids` (a list, or a 1-D tensor / array); drops EOS and pad by default."""
         if hasattr(ids, "tolist"):
@@ -228,6 +289,23 @@ class Tokenizer:
         if hasattr(batch, "tolist"):
             batch = batch.tolist()
         return self._backend.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special_tokens)
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{file}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(value, dict):
+        raise TokenizerError(f"{file}: should hold a JSON object")
+    return value
+
+
+def _token_text(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
 
 
 def _checked_texts(texts: Iterable[str]) -> Iterator[str]:
