@@ -49,6 +49,8 @@ BENCHMARKS.md, "The reward model's surprise term".
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -89,15 +91,13 @@ class SurpriseRewardModel(RewardModel):
 
     @classmethod
     def from_reward_model(cls, model: RewardModel) -> "SurpriseRewardModel":
-        """`model` (backbone, head and normalization) with a new term, which starts at zero
-        and so changes no reward."""
-        term = SurpriseTerm()  # drawn first, as in a model built with it: the same initial term
-        grown = cls(model.config)
-        grown.surprise = term
-        checkpoint.load_into(grown, model.state_dict(), allow_missing=("surprise.",))
-        grown.head.normalization = model.head.normalization
+        """A copy of `model` (backbone, head and normalization) with a new term, which
+        starts at zero and so changes no reward. `model` itself is left as it was."""
+        grown = copy.deepcopy(model)
+        grown.__class__ = cls  # the same modules; the subclass adds only `surprise`
         weight = model.backbone.tok_emb.weight
-        return grown.to(device=weight.device, dtype=weight.dtype)
+        grown.surprise = SurpriseTerm().to(device=weight.device, dtype=weight.dtype)
+        return grown
 
     def raw_parts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   response_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,

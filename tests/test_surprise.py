@@ -50,6 +50,28 @@ def test_surprise_term_starts_at_zero_then_adds_its_sum(family):
         rm.raw_rewards(ids, mask)
 
 
+def test_adding_the_term_copies_the_model_and_draws_only_the_term():
+    """from_reward_model builds no model of its own: the random numbers it draws are those
+    of one new term, its weights are that term's, and the reward model it started from is
+    copied, not changed."""
+    from plus.surprise import SurpriseTerm
+
+    plain = trained_looking_rm()
+    torch.manual_seed(5)
+    expected_term = SurpriseTerm()
+    after_term = torch.get_rng_state()
+    torch.manual_seed(5)
+    grown = SurpriseRewardModel.from_reward_model(plain)
+    assert torch.equal(torch.get_rng_state(), after_term)
+    for name, tensor in expected_term.state_dict().items():
+        assert torch.equal(grown.surprise.state_dict()[name], tensor), name
+    assert type(plain) is RewardModel and not hasattr(plain, "surprise")
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(grown.state_dict()[name], tensor), name
+        assert grown.state_dict()[name].data_ptr() != tensor.data_ptr(), name  # a copy, not shared
+    assert grown.head.normalization == plain.head.normalization
+
+
 def test_surprise_term_saved_loaded_added_not_dropped(tmp_path, tokenizer):
     torch.manual_seed(0)
     rm = SurpriseRewardModel(tiny_config("gpt2")).eval()
