@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT = "plus"
@@ -186,7 +187,7 @@ def load_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
     file = resolve(path) / WEIGHTS
     try:
         return load_file(str(file), device=str(device))
-    except Exception as e:  # safetensors raises its own error type for a bad header or a short file
+    except (SafetensorError, OSError) as e:  # a bad header, a short file, a file that cannot be read
         raise CheckpointError(f"{file}: unreadable weights ({_first_line(e)})") from None
 
 

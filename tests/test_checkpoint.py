@@ -98,6 +98,18 @@ def test_a_damaged_checkpoint_file_is_one_line_naming_it(tmp_path, tok, name, da
     assert text.startswith(str(tmp_path / "ck" / name)) and message in text and "\n" not in text
 
 
+def test_only_file_and_format_errors_become_checkpoint_errors(tmp_path, tok, monkeypatch):
+    """Running out of memory while loading is not a damaged file: it propagates as itself."""
+    save(tmp_path / "ck", tiny(0), tok)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(checkpoint, "load_file", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        checkpoint.load_state_dict(tmp_path / "ck")
+
+
 def test_a_truncated_init_checkpoint_stops_the_cli_with_one_line(tmp_path, tok, capsys):
     import train
 
