@@ -3,6 +3,7 @@
     python sample.py --init_from runs/demo/sft --n 5              # world test posts
     python sample.py --init_from runs/demo/sft --prompt "SUBREDDIT: r/..."
     python sample.py --init_from runs/demo/sft --input my_posts.jsonl   # TL;DR-format records
+    python sample.py --init_from models/Qwen2.5-0.5B-Instruct --prompt "Summarize: ..." --apply_chat_template
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import torch
 
-from plus import checkpoint, data
+from plus import checkpoint, data, preferences
 from plus.generate import sample_texts
 
 
@@ -25,6 +26,9 @@ def main(argv=None) -> int:
     source.add_argument("--prompt", default=None,
                         help="one prompt; a typed \\n is a newline (the query format needs them)")
     source.add_argument("--input", default=None, help=".jsonl/.json/.csv file of posts")
+    p.add_argument("--apply_chat_template", action="store_true",
+                   help="--prompt is a user message in the checkpoint's chat template (tokenizer_config.json), "
+                        "followed by the cue that opens the assistant's turn")
     p.add_argument("--input_key", default=None, help="prompt field of --input (default: subreddit/title/post)")
     p.add_argument("--max_samples", type=int, default=None, help="at most this many records of --input")
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
@@ -35,14 +39,20 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    if args.apply_chat_template and args.prompt is None:
+        p.error("--apply_chat_template applies to --prompt")
     try:
         model, tokenizer, _ = checkpoint.load_gpt(args.init_from, args.device)
         if args.prompt is not None:
             prompt = args.prompt.replace("\\n", "\n")
-            if not prompt.rstrip().endswith("TL;DR:"):
-                print("note: the prompt does not end with 'TL;DR:', the cue the demo policy was trained to "
-                      "summarize after", file=sys.stderr)
-            prompts = [data.truncate_prompt(tokenizer, prompt, args.prompt_max_len)]
+            if args.apply_chat_template:
+                prompts = [preferences.chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}],
+                                                       args.prompt_max_len, "--prompt")]
+            else:
+                if not prompt.rstrip().endswith("TL;DR:"):
+                    print("note: the prompt does not end with 'TL;DR:', the cue the demo policy was trained to "
+                          "summarize after", file=sys.stderr)
+                prompts = [data.truncate_prompt(tokenizer, prompt, args.prompt_max_len)]
         elif args.input is not None:
             prompts = data.load_file_records(
                 args.input, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),

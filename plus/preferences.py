@@ -28,7 +28,8 @@ from plus.data import (BadRecords, DataError, PreferencePair, get_text, get_type
 TRANSCRIPT_CUE = "\n\nAssistant:"  # in a Human/Assistant transcript the reply follows the last one
 DSP_DOMAINS = ("academy", "business", "entertainment", "literature")
 DSP_RESPONSES = DSP_DOMAINS + ("normal",)
-# A deliberately simple chat template (ChatML-style); real model templates come later.
+# The built-in chat format (ChatML-style), for a tokenizer without a chat template of its
+# own (the world's); a model's tokenizer_config.json brings its template (chat_prompt_ids).
 CHAT_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
 CHAT_GENERATION_PROMPT = "<|im_start|>assistant\n"
 
@@ -38,6 +39,20 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = True) -> str
     per turn, then "<|im_start|>assistant\\n" (the cue to answer) when `add_generation_prompt`."""
     text = "".join(CHAT_TURN.format(role=m["role"], content=m["content"]) for m in messages)
     return text + (CHAT_GENERATION_PROMPT if add_generation_prompt else "")
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict], max_tokens: int, where: str) -> list[int]:
+    """A conversation as prompt ids, ending with the cue that opens the assistant's turn: in
+    the tokenizer's own chat template where it has one (plus/chat_template.py), as the model
+    was trained, else in `render_chat`'s built-in format. A longer prompt keeps its end."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return truncate_prompt(tokenizer, render_chat(messages), max_tokens)
+    from plus.chat_template import ChatTemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)[-max_tokens:]
+    except ChatTemplateError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 # The assistant cue as public preference sets spell it: "\n\nAssistant:" (Anthropic HH),
@@ -152,8 +167,9 @@ class _PreferenceParser:
             if not turns + chosen_turns:
                 raise DataError(f"{where}: no prompt: pass prompt_key, or put the conversation before the "
                                 "reply in chosen/rejected")
-            prompt_text = render_chat(turns + chosen_turns)
-        elif prompt is not None:
+            prompt_ids = chat_prompt_ids(self.tokenizer, turns + chosen_turns, self.prompt_max_len, where)
+            return [self.pair(prompt_ids, chosen_reply, rejected_reply, where, margin=margin)]
+        if prompt is not None:
             prompt_text, chosen_reply, rejected_reply = prompt, chosen, rejected
         else:  # Human/Assistant transcripts: the prompt is the shared part before the reply
             prompt_text, chosen_reply = split_transcript(chosen, f"{where}: {self.chosen_key!r}")
