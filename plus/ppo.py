@@ -171,7 +171,7 @@ def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
     Under bf16 autocast the decoder runs in bf16, but the output head runs in float32:
     the PPO ratio, the KL penalty and the entropy compare log-probabilities across
-    models and steps, and bf16 logits (8 bits of mantissa: 0.06 apart at 16) would blur
+    models and steps, and bf16 logits (8 bits of mantissa: 0.125 apart at 16) would blur
     them."""
     P = input_ids.shape[1] - responses.shape[1]
     hidden = model(input_ids, attention_mask=attention_mask)           # [B, P + N, C]
@@ -199,6 +199,9 @@ def fit_rollout_to_prompts(cfg: "PPOConfig", n_prompts: int, world_size: int) ->
     rollout = n_prompts // world_size * world_size
     if rollout == 0:
         raise ValueError(f"{n_prompts} prompts cannot give each of the {world_size} processes one")
+    if cfg.train_batch_size < world_size:
+        raise ValueError(f"--train_batch_size {cfg.train_batch_size} cannot give each of the {world_size} processes "
+                         f"one response per minibatch: use at least {world_size}")
     minibatch = max(b for b in range(world_size, min(cfg.train_batch_size, rollout) + 1, world_size)
                     if rollout % b == 0)
     share = minibatch // world_size

@@ -339,3 +339,5 @@ def test_fit_rollout_to_prompts_by_hand():
     assert (odd.rollout_batch_size, odd.train_batch_size, odd.micro_train_batch_size) == (7, 7, 7)
     with pytest.raises(ValueError, match="cannot give each of the 2 processes one"):
         ppo.fit_rollout_to_prompts(cfg, 1, world_size=2)
+    with pytest.raises(ValueError, match="--train_batch_size 1 cannot give each of the 2 processes one response"):
+        ppo.fit_rollout_to_prompts(replace(cfg, train_batch_size=1), 5, world_size=2)
