@@ -498,8 +498,7 @@ def run_ppo(args, ctx: Dist) -> dict:
                                        batch_size=4 * cfg.micro_train_batch_size, device=args.device)
     config = {"stage": "ppo", "model": policy.config.to_dict(), "init_from": str(init_from),
               "reward_pretrain": str(reward_from), "dataset": args.dataset, "prompt_max_len": args.prompt_max_len,
-              "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature,
-              "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
+              "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature}  # ppo.train adds its "ppo"
     return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
                      prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
 

@@ -62,7 +62,7 @@ import shutil
 import time
 from collections import defaultdict
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -333,6 +333,7 @@ def train(
         print0(ctx, f"[ppo] {len(prompts)} prompts are fewer than one rollout batch: training with "
                     f"--rollout_batch_size {cfg.rollout_batch_size} --train_batch_size {cfg.train_batch_size} "
                     f"--micro_train_batch_size {cfg.micro_train_batch_size}")
+    config = {**config, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}  # what runs, after any shrink
     if cfg.rollout_batch_size % ctx.world_size or cfg.train_batch_size % ctx.world_size:
         raise ValueError(f"--rollout_batch_size {cfg.rollout_batch_size} and --train_batch_size "
                          f"{cfg.train_batch_size} must be multiples of the {ctx.world_size} processes")

@@ -58,7 +58,7 @@ from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, ful
 from plus.reward_head import RewardModel
 from plus.surprise import SurpriseRewardModel
 from plus.training import (append_metrics, autocast, check_finite, epoch_order, load_resume_state, make_optimizer,
-                           plan_steps, TrainingSteps, truncate_metrics)
+                           plan_steps, ran, TrainingSteps, truncate_metrics)
 
 CALIBRATION_BINS = 5  # equal-width bins of the model's confidence, 0.5 .. 1.0
 
@@ -245,6 +245,7 @@ def train(
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
     plan = plan_steps("rm", len(pairs), "pairs", args, ctx)
     steps_per_epoch, max_steps = plan.steps_per_epoch, plan.max_steps
+    config = {**config, **ran(args, ctx, plan)}  # config.json: what runs
     with_lm = args.lm_loss_coeff > 0
 
     # ---- data order: a permutation per epoch, a function of (seed, epoch), so a resumed

@@ -28,7 +28,7 @@ from plus.data import IGNORE_INDEX
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.training import (append_metrics, autocast, check_finite, epoch_order, load_resume_state, make_optimizer,
-                           peak_flops, plan_steps, TrainingSteps, truncate_metrics, unwrap)
+                           peak_flops, plan_steps, ran, TrainingSteps, truncate_metrics, unwrap)
 
 
 # The fused head + log-softmax (kernels/fused_linear.py) never holds the [tokens, vocab]
@@ -104,6 +104,7 @@ def train(
     # ---- derived sizes: global batch = micro batch x accumulation x processes ------------
     plan = plan_steps(stage, dataset_size, unit, args, ctx)
     steps_per_epoch, max_steps = plan.steps_per_epoch, plan.max_steps
+    config = {**config, **ran(args, ctx, plan)}  # config.json: what runs
 
     # ---- the data order: a fixed permutation per epoch, a function of (seed, epoch), so
     # a resumed run sees exactly the batches the uninterrupted one would have.

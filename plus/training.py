@@ -259,6 +259,14 @@ def plan_steps(stage: str, n: int, unit: str, args, ctx: Dist) -> StepPlan:
     return StepPlan(accumulation, steps_per_epoch, max_steps, max(1, int(args.warmup_ratio * max_steps)))
 
 
+def ran(args, ctx: Dist, plan: StepPlan) -> dict:
+    """What a loop planned by plan_steps runs, for its config.json: the batch sizes after
+    fitting them to the data, the steps, the precision, the processes."""
+    return {"train_batch_size": args.train_batch_size, "micro_train_batch_size": args.micro_train_batch_size,
+            "max_steps": plan.max_steps, "learning_rate": args.learning_rate, "dtype": args.dtype,
+            "world_size": ctx.world_size, "strategy": args.strategy}
+
+
 class TrainingSteps:
     """The steps `start` .. max_steps - 1 of a pretraining, SFT or reward-model loop, as a
     context that yields (step, learning rate):

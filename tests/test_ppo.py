@@ -146,6 +146,19 @@ def test_two_updates_through_train_main_log_every_key_and_keep_snapshots(tiny, t
     assert any(not torch.equal(final[k], sft[k]) for k in final)  # the policy did move
 
 
+def test_fewer_prompts_than_a_rollout_batch_shrink_the_batches_and_config_says_so(tiny, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"my friend and i went out {i} TL;DR:"}) + "\n" for i in range(6)))
+    assert train.main(ppo_flags(tiny, tmp_path, "--dataset", str(prompts), "--max_steps", "1")) == 0
+    # 6 prompts: a rollout of 6, minibatches of the largest divisor of 6 not above 4 (3),
+    # micro-batches of the largest divisor of 3 not above 2 (1)
+    assert ("[ppo] 6 prompts are fewer than one rollout batch: training with --rollout_batch_size 6 "
+            "--train_batch_size 3 --micro_train_batch_size 1") in capsys.readouterr().out
+    ran = checkpoint.load_config(tmp_path / "ppo")["ppo"]
+    assert (ran["rollout_batch_size"], ran["train_batch_size"], ran["micro_train_batch_size"]) == (6, 3, 1)
+    assert ran["ppo_epochs"] == 2 and ran["max_steps"] == 1
+
+
 def capture_rollouts(tiny, cfg, out_dir, score_fn=None):
     """Run ppo.train on the tiny models, returning the rollouts seen by on_update."""
     policy, tokenizer, _ = checkpoint.load_gpt(tiny / "sft")

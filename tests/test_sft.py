@@ -253,3 +253,6 @@ def test_a_small_file_trains_with_the_default_batch(files, pretrained, tmp_path,
         "--out_dir", str(tmp_path), "--max_steps", "2", "--eval_steps", "0")
     assert "responses are fewer than one global batch (32): training with --train_batch_size 20" in capsys.readouterr().out
     assert [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    ran = checkpoint.load_config(tmp_path / "sft")  # what ran, not what the flags asked for
+    assert {k: ran[k] for k in ("train_batch_size", "micro_train_batch_size", "max_steps", "dtype", "world_size")} == \
+        {"train_batch_size": 20, "micro_train_batch_size": 10, "max_steps": 2, "dtype": "fp32", "world_size": 1}

@@ -184,3 +184,21 @@ def test_sigterm_under_stage_all_names_the_stages_not_started(start, tmp_path, m
     assert "[pretrain] SIGTERM during the last step" in out
     assert "[pretrain] not started: sft, rm, ppo; run each with --stage NAME" in out
     assert (tmp_path / "pretrain").is_dir() and not (tmp_path / "sft").exists()
+
+
+def test_config_json_records_what_ran(start, tmp_path, capsys):
+    """11 pairs (of the world's first 12 comparisons one has two summaries alike in their
+    first 48 tokens) against a global batch of 16: the batch shrinks to 11, the
+    micro-batch to 1 (11 is prime), and config.json holds the sizes that ran, with the
+    precision."""
+    args = stage_args("rm", start, tmp_path)
+    args[args.index("--max_samples") + 1] = "12"
+    args[args.index("--train_batch_size") + 1] = "16"
+    args[args.index("--max_steps") + 1] = "1"
+    assert train.main(args + ["--dtype", "bf16"]) == 0
+    assert "[rm] 11 pairs are fewer than one global batch (16)" in capsys.readouterr().out
+    config = checkpoint.load_config(tmp_path / "rm")
+    assert {k: config[k] for k in ("train_batch_size", "micro_train_batch_size", "max_steps", "dtype", "world_size",
+                                   "strategy")} == {"train_batch_size": 11, "micro_train_batch_size": 1,
+                                                    "max_steps": 1, "dtype": "bf16", "world_size": 1,
+                                                    "strategy": "ddp"}
