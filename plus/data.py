@@ -3,8 +3,9 @@
 Everything that turns text on disk (or the built-in world) into tensors lives here, so
 every stage reads data the same way and fails the same way on bad input:
 
-* `read_records` yields `(line, record)` from JSONL, JSON (an array of objects) or CSV.
-  A malformed record raises `DataError("file:line: what is wrong")` before any training
+* `read_records` yields `(location, record)` from JSONL, JSON (an array of objects) or
+  CSV; the location is "file:line", or "file: record N (line L)" inside a JSON array. A
+  malformed record raises `DataError("<location>: what is wrong")` before any training
   step; with `on_bad_record="skip"` it is skipped and counted instead (ARCHITECTURE.md).
 * The query format of Stiennon et al. 2020 (and of OpenAI's TL;DR files):
   "SUBREDDIT: r/{subreddit}\\n\\nTITLE: {title}\\n\\nPOST: {post}\\n\\nTL;DR:".

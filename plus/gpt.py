@@ -200,6 +200,15 @@ def shared_prefix_layout(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch
     return visible[:, None], position_ids.clamp(min=0)
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on `tensor` runs in at this point: autocast's, where autocast is
+    on for the tensor's device, else the tensor's own."""
+    kind = tensor.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return tensor.dtype
+
+
 class KVCache:
     """Preallocated keys and values for incremental decoding.
 
@@ -383,9 +392,9 @@ class GPT(nn.Module):
         """One new token per row with fixed shapes, for decoding under a CUDA graph:
         idx, position_ids [B, 1]; key_mask [B, max_len] bool, the cache columns each row's
         token may attend to (its real tokens, and the column it is written to); the token's
-        keys and values go to column `kv_cache.write_at`. Returns the logits [B, V]. The
-        same numbers as `forward` + `logits` on the cache's filled part: the extra columns
-        are masked out."""
+        keys and values go to column `kv_cache.write_at`. Returns the logits [B, V]: those of
+        `forward` + `logits` on the cache's filled part, the same to round-off (the extra
+        columns are masked out, but the attention reads a longer row)."""
         x, rope = self._embed(idx, position_ids)
         attn_mask = key_mask[:, None, None, :]                      # [B, 1, 1, max_len]
         for block in self.blocks:
@@ -417,9 +426,7 @@ class GPT(nn.Module):
         """A cache in the dtype the keys and values come in: autocast's where autocast is on
         (bf16 keys in a float32 cache would double its memory for nothing), else the weights'."""
         p = self.tok_emb.weight
-        kind = p.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
-        return KVCache(self.config, batch_size, max_len, p.device, dtype)
+        return KVCache(self.config, batch_size, max_len, p.device, compute_dtype(p))
 
     # ----------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:

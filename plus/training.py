@@ -140,15 +140,6 @@ def full_precision(device: torch.device | str):
     return torch.autocast(torch.device(device).type, enabled=False)
 
 
-def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    """The dtype a matmul on `tensor` runs in at this point: autocast's, where autocast is
-    on for the tensor's device, else the tensor's own."""
-    kind = tensor.device.type
-    if torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return tensor.dtype
-
-
 # Dense bf16 tensor-core peaks (FLOP/s) of the GPUs MFU is reported for, from the
 # vendors' data sheets (without sparsity).
 BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}

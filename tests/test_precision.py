@@ -82,6 +82,17 @@ def test_ppo_logprobs_come_from_a_float32_head_under_autocast():
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+def test_compute_dtype_is_autocasts_inside_it_and_the_tensors_outside():
+    from plus.gpt import compute_dtype
+
+    x = torch.zeros(2, dtype=torch.float32)
+    assert compute_dtype(x) == torch.float32 and compute_dtype(x.double()) == torch.float64
+    with training.autocast("cpu", "bf16"):
+        assert compute_dtype(x) == torch.bfloat16
+    with training.autocast("cpu", "fp32"):
+        assert compute_dtype(x) == torch.float32
+
+
 def test_kv_cache_takes_the_autocast_dtype():
     gpt = tiny_gpt()
     assert gpt.new_kv_cache(2, 16).k.dtype == torch.float32
