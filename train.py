@@ -332,7 +332,7 @@ def run_pretrain(args, ctx: Dist) -> dict:
         texts = lambda start: world.corpus(10 ** 9, start=start)  # noqa: E731  (lazy, unbounded)
     else:
         key = args.input_key or "text"
-        rows = data.load_file_records(args.dataset, lambda r, where: data.get_text(r, key, where),
+        rows = data.load_file_records(args.dataset, lambda r, where: data.get_text(r, key, where, "--input_key"),
                                       data.BadRecords(args.on_bad_record))
         texts = lambda start: iter(rows[start:] + rows[:start])  # noqa: E731
 

@@ -170,10 +170,12 @@ class BadRecords:
 _LOCATION = re.compile(r"^.*?(?::\d+|: record \d+ \(line \d+\)): ")
 
 
-def get_value(record: dict, key: str, where: str):
-    """record[key], or a DataError naming the place and the keys the record has."""
+def get_value(record: dict, key: str, where: str, flag: str | None = None):
+    """record[key], or a DataError naming the place, the keys the record has and the
+    command-line `flag` that names another field, where one does."""
     if key not in record:
-        raise DataError(f"{where}: missing key {key!r} (record has: {', '.join(sorted(record)) or 'no keys'})")
+        fix = f"; set {flag}" if flag else ""
+        raise DataError(f"{where}: missing key {key!r} (record has: {', '.join(sorted(record)) or 'no keys'}){fix}")
     return record[key]
 
 
@@ -185,9 +187,10 @@ def get_typed(record: dict, key: str, kind: type, where: str):
     return value
 
 
-def get_text(record: dict, key: str, where: str) -> str:
-    """record[key] as a non-empty string, or a DataError naming the place and problem."""
-    value = get_value(record, key, where)
+def get_text(record: dict, key: str, where: str, flag: str | None = None) -> str:
+    """record[key] as a non-empty string, or a DataError naming the place and problem
+    (and, for a missing key, the `flag` that names another field)."""
+    value = get_value(record, key, where, flag)
     if not isinstance(value, str):
         raise DataError(f"{where}: {key!r} should be a string, got {type(value).__name__}")
     if not value.strip():
@@ -276,7 +279,7 @@ def prompt_ids(tokenizer, record: dict, input_key: str | None, max_tokens: int, 
             fields = {k: get_text(record, k, where) for k in ("post", "title")}
             return truncate_query(tokenizer, str(record["subreddit"]), fields["title"], fields["post"], max_tokens)
         input_key = "prompt"
-    return truncate_prompt(tokenizer, get_text(record, input_key, where), max_tokens)
+    return truncate_prompt(tokenizer, get_text(record, input_key, where, "--input_key"), max_tokens)
 
 
 def response_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
@@ -327,7 +330,7 @@ def load_sft_examples(
 
     def parse(record, where):
         return SFTExample(prompt_ids(tokenizer, record, input_key, prompt_max_len, where),
-                          response_ids(tokenizer, get_text(record, output_key, where), generate_max_len))
+                          response_ids(tokenizer, get_text(record, output_key, where, "--output_key"), generate_max_len))
 
     return load_file_records(dataset, parse, bad, limit=n), bad
 

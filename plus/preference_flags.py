@@ -19,8 +19,8 @@ from plus.preferences import DSP_DOMAINS
 def add_preference_args(p: argparse.ArgumentParser) -> None:
     """Add the flags that describe a preference file's fields."""
     p.add_argument("--prompt_key", default=None,
-                   help="prompt field of a preference file (default: the text before the last "
-                        "'\\n\\nAssistant:' of chosen/rejected transcripts)")
+                   help="prompt field of a preference file (default 'prompt', as --input_key's; a record "
+                        "without one: the text before the last '\\n\\nAssistant:' of chosen/rejected transcripts)")
     p.add_argument("--chosen_key", default=None, help="preferred-response field (default 'chosen')")
     p.add_argument("--rejected_key", default=None, help="other-response field (default 'rejected')")
     p.add_argument("--margin_key", default=None, help="field with a per-pair margin for the Bradley-Terry loss")

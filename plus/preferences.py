@@ -7,9 +7,10 @@ model sees exactly the sequences it will later score during PPO.
   "synthetic"                            the built-in world's comparisons (+ gold verdicts)
   {"info", "summaries", "choice"}        OpenAI comparisons (Stiennon et al. 2020)
   {prompt_key, chosen_key, rejected_key} generic files; values are strings, or chat
-                                         messages with apply_chat_template=True
-  {chosen, rejected} transcripts         "\\n\\nHuman: ...\\n\\nAssistant: ..." (Anthropic HH):
-                                         prompt = up to the last assistant cue
+                                         messages with apply_chat_template=True; the
+                                         prompt key is "prompt" unless given, as in SFT
+  {chosen, rejected} transcripts         "\\n\\nHuman: ...\\n\\nAssistant: ..." (Anthropic HH),
+                                         no prompt field: prompt = up to the last assistant cue
   {"query", "responses"} + domain        DSP (Cheng et al. 2023): the domain's response
                                          beats each of the other four -> 4 pairs
   {"text": [...], "score": [...]}        DSP converted: every ordered pair of the scores
@@ -133,9 +134,10 @@ class _PreferenceParser:
         return [self.pair(prompt, texts[choice], texts[1 - choice], where, gold=gold)]
 
     # ---- generic chosen / rejected files ----------------------------------------------
-    def field(self, record: dict, key: str, where: str) -> str | list[dict]:
-        """A string, or (with apply_chat_template) a checked list of chat messages."""
-        value = get_value(record, key, where)
+    def field(self, record: dict, key: str, where: str, flag: str) -> str | list[dict]:
+        """A string, or (with apply_chat_template) a checked list of chat messages; `flag`
+        names the field on the command line."""
+        value = get_value(record, key, where, flag)
         if isinstance(value, str):
             return get_text(record, key, where)
         if not isinstance(value, list):
@@ -152,9 +154,12 @@ class _PreferenceParser:
         return value
 
     def generic(self, record: dict, where: str) -> list[PreferencePair]:
-        chosen = self.field(record, self.chosen_key, where)
-        rejected = self.field(record, self.rejected_key, where)
-        prompt = None if self.prompt_key is None else self.field(record, self.prompt_key, where)
+        chosen = self.field(record, self.chosen_key, where, "--chosen_key")
+        rejected = self.field(record, self.rejected_key, where, "--rejected_key")
+        # The prompt field is "prompt" unless prompt_key says otherwise, as SFT's and PPO's;
+        # a record without one may be a pair of transcripts.
+        prompt_key = self.prompt_key or ("prompt" if "prompt" in record else None)
+        prompt = None if prompt_key is None else self.field(record, prompt_key, where, "--prompt_key")
         margin = 0.0 if self.margin_key is None else self.margin(record, where)
         if self.apply_chat_template:
             # The conversation = the prompt's messages (a string prompt is one user turn)
@@ -172,7 +177,10 @@ class _PreferenceParser:
         if prompt is not None:
             prompt_text, chosen_reply, rejected_reply = prompt, chosen, rejected
         else:  # Human/Assistant transcripts: the prompt is the shared part before the reply
-            prompt_text, chosen_reply = split_transcript(chosen, f"{where}: {self.chosen_key!r}")
+            try:
+                prompt_text, chosen_reply = split_transcript(chosen, f"{where}: {self.chosen_key!r}")
+            except DataError as e:
+                raise DataError(f"{e}, and no 'prompt' field (--prompt_key names another)") from None
             rejected_prompt, rejected_reply = split_transcript(rejected, f"{where}: {self.rejected_key!r}")
             if rejected_prompt != prompt_text:
                 raise DataError(f"{where}: chosen and rejected have different conversations before the last "
@@ -190,7 +198,7 @@ class _PreferenceParser:
         return value[:-1], value[-1]["content"]
 
     def margin(self, record: dict, where: str) -> float:
-        value = get_value(record, self.margin_key, where)
+        value = get_value(record, self.margin_key, where, "--margin_key")
         try:  # CSV values arrive as strings
             if isinstance(value, bool):
                 raise ValueError
@@ -256,7 +264,8 @@ def load_preference_pairs(
     The format is recognized per record: DSP when `domain` is given; OpenAI comparisons
     when the record has "info" and "summaries"; DSP converted when it has "text" and
     "score" (and no `chosen_key`); otherwise `chosen_key` / `rejected_key`, with the
-    prompt from `prompt_key` or, without one, from Human/Assistant transcripts. `n` caps
+    prompt from `prompt_key` (by default a "prompt" field, where the record has one) or,
+    without one, from Human/Assistant transcripts. `n` caps
     the number of pairs. Bad records raise `file:line: problem`, or are skipped and
     counted with on_bad_record="skip".
     """

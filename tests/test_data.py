@@ -141,6 +141,17 @@ def test_a_limit_stops_reading_at_the_limit(tmp_path, tok):
                               "--on_bad_record skip leaves them out)")
 
 
+@pytest.mark.parametrize("keys, problem", [
+    (dict(), "missing key 'prompt' (record has: answer, question); set --input_key"),
+    (dict(input_key="question"), "missing key 'summary' (record has: answer, question); set --output_key"),
+])
+def test_a_missing_key_names_the_flag_that_names_the_field(tmp_path, tok, keys, problem):
+    path = write(tmp_path, "qa.jsonl", json.dumps({"question": "why", "answer": "light"}) + "\n")
+    with pytest.raises(data.DataError) as err:
+        data.load_sft_examples(str(path), tok, **keys)
+    assert str(err.value) == f"{path}:1: {problem} (1 of the file's 1 records are bad; --on_bad_record skip leaves them out)"
+
+
 def test_undecodable_bytes(tmp_path, tok):
     path = write(tmp_path, "d.jsonl", json.dumps(GOOD).encode() + b"\n" + b'{"post": "\xff\xfe"}\n')
     with pytest.raises(data.DataError, match=r"d\.jsonl:2: undecodable bytes"):

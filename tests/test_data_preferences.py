@@ -68,6 +68,25 @@ def test_generic_jsonl_with_prompt_and_margin(tmp_path, tok):
     ]
 
 
+def test_the_prompt_field_is_prompt_by_default_as_in_sft(tmp_path, tok):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Say hi.", "chosen": "hello", "rejected": "go away"}])
+    pairs, _ = load_preference_pairs(str(path), tok)
+    assert as_tuples(pairs) == [(tok.encode("Say hi."), reply(tok, "hello"), reply(tok, "go away"), 0.0, None)]
+
+
+@pytest.mark.parametrize("options, problem", [
+    (dict(chosen_key="good"), "missing key 'good' (record has: chosen, prompt, rejected); set --chosen_key"),
+    (dict(rejected_key="bad"), "missing key 'bad' (record has: chosen, prompt, rejected); set --rejected_key"),
+    (dict(prompt_key="q"), "missing key 'q' (record has: chosen, prompt, rejected); set --prompt_key"),
+    (dict(margin_key="m"), "missing key 'm' (record has: chosen, prompt, rejected); set --margin_key"),
+])
+def test_a_missing_key_names_the_flag_that_names_the_field(tmp_path, tok, options, problem):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Say hi.", "chosen": "hello", "rejected": "go away"}])
+    with pytest.raises(DataError) as e:
+        load_preference_pairs(str(path), tok, **options)
+    assert str(e.value) == f"{path}:1: {problem} {stopped(1, 1)}"
+
+
 def test_generic_csv_and_json(tmp_path, tok):
     csv_path = tmp_path / "p.csv"
     csv_path.write_text('prompt,chosen,rejected,margin\n"Say hi.",hello,"go, away",0.25\n')
@@ -215,7 +234,8 @@ def test_skip_counts_bad_records(tmp_path, tok):
 
 
 TRANSCRIPT_BAD = {
-    "'chosen': no '\\n\\nAssistant:' (or '## Assistant:') to split the prompt from the response":
+    "'chosen': no '\\n\\nAssistant:' (or '## Assistant:') to split the prompt from the response, and no 'prompt' "
+    "field (--prompt_key names another)":
         {"chosen": "no cue here", "rejected": "\n\nHuman: a\n\nAssistant: b"},
     "chosen and rejected have different conversations before the last '\\n\\nAssistant:'":
         {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: X\n\nAssistant: c"},
