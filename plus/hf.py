@@ -36,7 +36,9 @@ Reward models. A `*ForSequenceClassification` directory with one label is a rewa
 its `score` (a linear map without bias, read at the last non-pad token, which is where
 plus/reward_head.py reads: the last real token) becomes the reward head's weight. A
 config.json written by plus/export.py also carries the reward's constant offset
-("plus_reward", documented there), so the reward comes back exactly.
+("plus_reward", documented there), so the reward comes back exactly. A classifier has no
+LM head; an untied one (read only by the reward trainer's LM loss) starts as a copy of
+the token embedding.
 
 Memory. Weights are read through safetensors' memory map, shard by shard and tensor by
 tensor, converted to the requested dtype as they are read, into a model built on the meta
@@ -66,28 +68,31 @@ MODEL_TYPES = ("gpt2", "llama", "qwen2")
 # rotary frequencies of older Llama files.
 COMPUTED = re.compile(r".*\.(attn\.bias|attn\.masked_bias|rotary_emb\.inv_freq)")
 
-# HF name (after the "model." / "transformer." prefix) -> plus/gpt.py name.
+# plus/gpt.py name -> HF name, without the "model." (llama, qwen2) or "transformer." (gpt2)
+# prefix of the base model. One table serves loading and plus/export.py; in GPT-2 three
+# plus weights (q, k, v) are one HF weight (c_attn).
 LLAMA_NAMES = [
-    (r"embed_tokens\.weight", "tok_emb.weight"),
-    (r"norm\.weight", "norm_f.weight"),
+    (r"tok_emb\.weight", "embed_tokens.weight"),
+    (r"norm_f\.weight", "norm.weight"),
     (r"lm_head\.weight", "lm_head.weight"),
-    (r"layers\.(\d+)\.input_layernorm\.weight", r"blocks.\1.norm1.weight"),
-    (r"layers\.(\d+)\.post_attention_layernorm\.weight", r"blocks.\1.norm2.weight"),
-    (r"layers\.(\d+)\.self_attn\.([qkvo]_proj\.(?:weight|bias))", r"blocks.\1.attn.\2"),
-    (r"layers\.(\d+)\.mlp\.((?:gate|up|down)_proj\.(?:weight|bias))", r"blocks.\1.mlp.\2"),
+    (r"blocks\.(\d+)\.norm1\.weight", r"layers.\1.input_layernorm.weight"),
+    (r"blocks\.(\d+)\.norm2\.weight", r"layers.\1.post_attention_layernorm.weight"),
+    (r"blocks\.(\d+)\.attn\.(.*)", r"layers.\1.self_attn.\2"),
+    (r"blocks\.(\d+)\.mlp\.(.*)", r"layers.\1.mlp.\2"),
 ]
 GPT2_NAMES = [
-    (r"wte\.weight", "tok_emb.weight"),
-    (r"wpe\.weight", "pos_emb.weight"),
-    (r"ln_f\.(weight|bias)", r"norm_f.\1"),
+    (r"tok_emb\.weight", "wte.weight"),
+    (r"pos_emb\.weight", "wpe.weight"),
+    (r"norm_f\.(.*)", r"ln_f.\1"),
     (r"lm_head\.weight", "lm_head.weight"),
-    (r"h\.(\d+)\.ln_1\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"h\.(\d+)\.ln_2\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"h\.(\d+)\.attn\.c_attn\.(weight|bias)", r"blocks.\1.attn.qkv.\2"),    # split below
-    (r"h\.(\d+)\.attn\.c_proj\.(weight|bias)", r"blocks.\1.attn.o_proj.\2"),
-    (r"h\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"blocks.\1.mlp.up_proj.\2"),
-    (r"h\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"blocks.\1.mlp.down_proj.\2"),
+    (r"blocks\.(\d+)\.norm1\.(.*)", r"h.\1.ln_1.\2"),
+    (r"blocks\.(\d+)\.norm2\.(.*)", r"h.\1.ln_2.\2"),
+    (r"blocks\.(\d+)\.attn\.[qkv]_proj\.(.*)", r"h.\1.attn.c_attn.\2"),
+    (r"blocks\.(\d+)\.attn\.o_proj\.(.*)", r"h.\1.attn.c_proj.\2"),
+    (r"blocks\.(\d+)\.mlp\.up_proj\.(.*)", r"h.\1.mlp.c_fc.\2"),
+    (r"blocks\.(\d+)\.mlp\.down_proj\.(.*)", r"h.\1.mlp.c_proj.\2"),
 ]
+BASE_PREFIX = {"gpt2": "transformer.", "llama": "model.", "qwen2": "model."}
 SCORE = "score.weight"  # a *ForSequenceClassification head: Linear(hidden, num_labels, bias=False)
 
 _noted: set[str] = set()  # directories whose pad choice was already reported
@@ -218,6 +223,24 @@ def _architecture(f: _Fields) -> str:
     return "policy"
 
 
+def weight_names(gpt: GPTConfig, model_type: str) -> dict[str, str]:
+    """{plus name: HF name} of every weight of the decoder `gpt` describes, the HF name
+    with its base-model prefix (the output head has none); a tied head is left out."""
+    table = GPT2_NAMES if model_type == "gpt2" else LLAMA_NAMES
+    with torch.device("meta"):
+        names = [k for k in GPT(gpt).state_dict() if not (k == "lm_head.weight" and gpt.tie_embeddings)]
+    out = {}
+    for name in names:
+        pattern, hf_name = next((p, h) for p, h in table if re.fullmatch(p, name))
+        out[name] = ("" if name == "lm_head.weight" else BASE_PREFIX[model_type]) + re.sub(f"^{pattern}$", hf_name, name)
+    return out
+
+
+def is_conv1d(model_type: str, plus_name: str) -> bool:
+    """GPT-2's block matrices are Conv1D, stored [in, out]: the transpose of nn.Linear's."""
+    return model_type == "gpt2" and plus_name.startswith("blocks.") and plus_name.endswith("proj.weight")
+
+
 def load_tokenizer(path) -> Tokenizer:
     """The directory's tokenizer (EOS, pad, BOS and chat template from tokenizer_config.json);
     one line on stderr, once per directory, when the pad had to be chosen here."""
@@ -306,32 +329,34 @@ def load_state_dict(path, device="cpu", dtype: torch.dtype = torch.float32, conf
     config = config or load_config(path)
     gpt = GPTConfig.from_dict(config["model"])
     model_type, reward = config["hf"]["model_type"], "reward" in config
-    names = GPT2_NAMES if model_type == "gpt2" else LLAMA_NAMES
+    names = weight_names(gpt, model_type)
+    plus_names: dict[str, list[str]] = {}  # HF name -> the plus names it holds
+    for name, hf_name in names.items():
+        plus_names.setdefault(hf_name, []).append(name)
     state: dict[str, torch.Tensor] = {}
     for file, hf_name, tensor in _hf_tensors(path, dtype):
-        if COMPUTED.fullmatch(hf_name):
-            continue
         if hf_name == SCORE and reward:
             state["head.linear.weight"] = tensor
             continue
-        short = re.sub(r"^(transformer|model)\.", "", hf_name)
-        name = next((re.sub(f"^{p}$", r, short) for p, r in names if re.fullmatch(p, short)), None)
-        if name is None:
-            raise CheckpointError(f"{file}: unexpected weight {hf_name!r} for model_type {model_type!r}")
-        if name == "lm_head.weight" and gpt.tie_embeddings:
-            continue  # a tied head some files store twice
-        if model_type == "gpt2" and name.startswith("blocks.") and tensor.dim() == 2:
-            tensor = tensor.t()  # Conv1D [in, out] -> Linear [out, in]
-        if name.endswith((".qkv.weight", ".qkv.bias")):
-            for proj, part in zip("qkv", tensor.split(gpt.n_embd, dim=0)):
-                state[name.replace(".qkv.", f".{proj}_proj.")] = part.contiguous()
-            continue
-        state[name] = tensor.contiguous()
+        if COMPUTED.fullmatch(hf_name) or (hf_name == "lm_head.weight" and gpt.tie_embeddings):
+            continue  # buffers the decoder computes; a tied head some files store twice
+        # A file of the base model alone names its weights without the prefix.
+        targets = plus_names.get(hf_name) or plus_names.get(BASE_PREFIX[model_type] + hf_name)
+        if targets is None:
+            raise CheckpointError(f"{file}: unexpected weight {hf_name!r} for this config.json ({model_type})")
+        if is_conv1d(model_type, targets[0]):
+            tensor = tensor.t()
+        for name, part in zip(targets, tensor.split(tensor.shape[0] // len(targets))):  # c_attn -> q, k, v
+            state[name] = part.contiguous()
+    if reward and not gpt.tie_embeddings and "lm_head.weight" not in state:
+        # A classifier has no LM head; the reward model's (read only by the reward trainer's
+        # LM loss) starts as the token embedding, the tied head a classifier would have had.
+        state["lm_head.weight"] = state["tok_emb.weight"].clone()
     for name in ("tok_emb.weight", "lm_head.weight"):
         if name in state and state[name].shape[0] < gpt.vocab_size:  # rows for a pad the tokenizer added
             grow = gpt.vocab_size - state[name].shape[0]
             state[name] = torch.cat([state[name], state[name].mean(0, keepdim=True).expand(grow, -1)])
-    _check_complete(path, state, gpt, reward)
+    _check_complete(path, state, gpt, reward, {**names, "head.linear.weight": SCORE})
     if reward:
         state = {("" if k.startswith("head.") else "backbone.") + k: v for k, v in state.items()}
         state["head.linear.bias"] = torch.zeros(1, dtype=dtype)
@@ -340,17 +365,15 @@ def load_state_dict(path, device="cpu", dtype: torch.dtype = torch.float32, conf
     return {k: v.to(device) for k, v in state.items()}
 
 
-def _check_complete(path: Path, state: dict, gpt: GPTConfig, reward: bool) -> None:
+def _check_complete(path: Path, state: dict, gpt: GPTConfig, reward: bool, names: dict[str, str]) -> None:
+    """Every weight the config implies, in its shape; `names`: plus -> HF names, for the message."""
     with torch.device("meta"):
         expected = {k: v.shape for k, v in GPT(gpt).state_dict().items()}
     if gpt.tie_embeddings:
         expected.pop("lm_head.weight")
     if reward:
         expected["head.linear.weight"] = torch.Size([1, gpt.n_embd])
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        raise CheckpointError(f"{path}: the weights hold {unexpected[0]!r}, which config.json does not describe")
-    missing = [k for k in expected if k not in state]
+    missing = [names.get(k, k) for k in expected if k not in state]
     if missing:
         raise CheckpointError(f"{path}: the weights lack {missing[0]!r}" + (f" and {len(missing) - 1} more"
                                                                             if len(missing) > 1 else ""))

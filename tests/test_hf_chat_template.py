@@ -120,7 +120,7 @@ def test_no_transformers_and_no_jinja2_unless_rendering(tmp_path):
     """The library and the entry points never import transformers; jinja2 is imported only
     when a template is rendered."""
     hf_models.write_tokenizer(tmp_path, eos="<|im_end|>", chat_template=hf_models.CHATML_TEMPLATE)
-    code = ("import sys, plus.hf, plus.checkpoint, plus.preferences, sample, train, eval\n"
+    code = ("import sys, plus.hf, plus.export, plus.checkpoint, plus.preferences, sample, train, eval\n"
             "from plus.tokenizer import Tokenizer\n"
             "t = Tokenizer.load(sys.argv[1])\n"
             "assert t.chat_template is not None\n"
