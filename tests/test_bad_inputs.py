@@ -1,0 +1,158 @@
+"""What a new user's own files and a damaged run meet, through the real command line: each
+case runs train.py (or eval.py, sample.py) as a program, with a small file or checkpoint,
+and checks the exit code and the exact text the user reads, so that none regresses.
+
+A case is a process of its own running the script as `__main__`, forked from one that has
+already imported torch and the library (an import of torch takes seconds; a case takes a
+fraction of one). What the child does is what `python train.py ...` does: the script's
+`sys.exit(main())`, an uncaught exception printed as a traceback with exit code 1.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from plus import checkpoint
+from plus.gpt import GPT, GPTConfig
+from plus.reward_head import RewardModel
+from plus.tokenizer import Tokenizer
+from plus.world import World
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The runner: reads one case a line (JSON: script, argv, stdout and stderr files), forks a
+# child that runs the script as __main__ with those files as fd 1 and 2, and answers with
+# the child's exit code.
+RUNNER = textwrap.dedent("""
+    import json, os, runpy, sys, traceback
+    sys.path.insert(0, os.getcwd())
+    import torch, torch._dynamo  # what every run imports (AdamW imports dynamo)
+    import train, plus.sft, plus.reward_trainer, plus.ppo, plus.evaluation, plus.surprise, plus.value_head
+    for line in sys.stdin:
+        case = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            for fd, name in ((1, case["stdout"]), (2, case["stderr"])):
+                os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = [case["script"], *case["argv"]]
+            try:
+                runpy.run_path(case["script"], run_name="__main__")
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else (print(e.code, file=sys.stderr) or 1)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+""")
+
+
+class Cli:
+    """Runs `python <script> <argv>` (through the forking runner); returns (code, stdout, stderr)."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.n = tmp, 0
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=ROOT, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def __call__(self, script: str, *argv: str) -> tuple[int, str, str]:
+        self.n += 1
+        out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
+        self.process.stdin.write(json.dumps({"script": str(ROOT / script), "argv": [str(a) for a in argv],
+                                             "stdout": str(out), "stderr": str(err)}) + "\n")
+        self.process.stdin.flush()
+        code = int(self.process.stdout.readline())
+        return code, out.read_text(), err.read_text()
+
+    def close(self):
+        self.process.kill()  # it holds no state worth a clean exit
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    runner = Cli(tmp_path_factory.mktemp("cli"))
+    yield runner
+    runner.close()
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A new user's small files (20 records each) and tiny checkpoints: a pretrained policy
+    (`pre`), an SFT policy (`sft`) and a reward model (`rm`), random weights (every case
+    stops before training, or trains a step or two)."""
+    d = tmp_path_factory.mktemp("files")
+    tokenizer = Tokenizer.train(World(0).corpus(300), vocab_size=400)
+    torch.manual_seed(0)
+    config = GPTConfig.llama_style(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=16)
+    gpt = GPT(config)
+    for stage in ("pre", "sft"):
+        checkpoint.save_checkpoint(d / stage, gpt, {"stage": "pretrain" if stage == "pre" else "sft",
+                                                    "model": config.to_dict()}, tokenizer)
+    RewardModel.from_gpt(gpt).save(d / "rm", tokenizer)
+    write_jsonl(d / "qa.jsonl", [{"question": f"what is {i} plus one", "answer": f"it is {i + 1}"} for i in range(20)])
+    write_jsonl(d / "prefs.jsonl", [{"prompt": f"what is {i} plus one", "chosen": f"it is {i + 1}",
+                                     "rejected": f"it is {i + 7}"} for i in range(20)])
+    write_jsonl(d / "prompts.jsonl", [{"prompt": f"what is {i} plus one"} for i in range(20)])
+    (d / "one_line.json").write_text(json.dumps([{"prompt": "a", "chosen": "b", "rejected": "c"},
+                                                 {"prompt": "a", "chosen": "b", "rejected": "b"},
+                                                 {"prompt": "d", "chosen": "e", "rejected": "f"}]))
+    (d / "bad_line.jsonl").write_text((d / "prefs.jsonl").read_text() + "{not json\n")
+    return d
+
+
+def stopped(n_bad: int, n: int) -> str:
+    return f"({n_bad} of the file's {n} records are bad; --on_bad_record skip leaves them out)"
+
+
+# ---- the table: (name, argv with {files} and {out}, expected exit code, expected stderr) ----
+
+SFT = ("train.py", "--stage", "sft", "--init_from", "{files}/pre", "--out_dir", "{out}", "--no_progress")
+RM = ("train.py", "--stage", "rm", "--init_from", "{files}/sft", "--out_dir", "{out}", "--no_progress")
+PPO = ("train.py", "--stage", "ppo", "--init_from", "{files}/sft", "--reward_pretrain", "{files}/rm",
+       "--out_dir", "{out}", "--no_progress")
+
+ERRORS = [
+    ("sft: a missing prompt key names --input_key", SFT + ("--dataset", "{files}/qa.jsonl"),
+     "{files}/qa.jsonl:1: missing key 'prompt' (record has: answer, question); set --input_key " + stopped(20, 20)),
+    ("sft: a missing response key names --output_key", SFT + ("--dataset", "{files}/qa.jsonl", "--input_key", "question"),
+     "{files}/qa.jsonl:1: missing key 'summary' (record has: answer, question); set --output_key " + stopped(20, 20)),
+    ("rm: a missing chosen key names --chosen_key", RM + ("--dataset", "{files}/qa.jsonl"),
+     "{files}/qa.jsonl:1: missing key 'chosen' (record has: answer, question); set --chosen_key " + stopped(20, 20)),
+    ("rm: a missing prompt key names --prompt_key", RM + ("--dataset", "{files}/prefs.jsonl", "--prompt_key", "q"),
+     "{files}/prefs.jsonl:1: missing key 'q' (record has: chosen, prompt, rejected); set --prompt_key "
+     + stopped(20, 20)),
+    ("ppo: a missing prompt key names --input_key", PPO + ("--dataset", "{files}/qa.jsonl"),
+     "{files}/qa.jsonl:1: missing key 'prompt' (record has: answer, question); set --input_key " + stopped(20, 20)),
+    ("rm: invalid JSON is located by line", RM + ("--dataset", "{files}/bad_line.jsonl"),
+     "{files}/bad_line.jsonl:21: invalid JSON (Expecting property name enclosed in double quotes) " + stopped(1, 21)),
+    ("rm: a JSON array on one line locates the record", RM + ("--dataset", "{files}/one_line.json"),
+     "{files}/one_line.json: record 2 (line 1): chosen and rejected responses are identical " + stopped(1, 3)),
+    ("sft: a file that is not there", SFT + ("--dataset", "{files}/nope.jsonl"), "{files}/nope.jsonl: no such file"),
+    ("sft: an --init_from that is not there", SFT[:3] + ("--init_from", "{files}/nope", "--out_dir", "{out}"),
+     "{files}/nope: no such checkpoint directory"),
+]
+
+
+@pytest.mark.parametrize("name, argv, message", ERRORS, ids=[c[0] for c in ERRORS])
+def test_a_bad_input_is_one_line_and_exit_code_1(cli, files, tmp_path, name, argv, message):
+    fill = lambda s: s.replace("{files}", str(files)).replace("{out}", str(tmp_path / "out"))  # noqa: E731
+    code, _, err = cli(*map(fill, argv))
+    assert (code, err) == (1, f"error: {fill(message)}\n")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.safetensors"))
