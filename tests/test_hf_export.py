@@ -127,12 +127,58 @@ def test_exported_reward_model_scores_the_same(tmp_path, tokenizer, name):
         torch.testing.assert_close(loaded.eval()(ids, mask), rewards, atol=ATOL, rtol=RTOL)
 
 
-def test_export_refusals_are_one_line_and_exit_1(tmp_path, tokenizer):
+def test_export_refusals_are_one_line_and_exit_1(tmp_path, tokenizer, capsys):
+    from plus.export import main
+
     odd = GPTConfig(vocab_size=400, block_size=32, n_layer=1, n_head=2, n_embd=16, norm="layernorm", mlp="swiglu",
                     pos="rope", bias=False)
     checkpoint.save_checkpoint(tmp_path / "odd", GPT(odd), {"stage": "sft", "model": odd.to_dict()}, tokenizer=tokenizer)
-    for source, expected in ((tmp_path / "odd", "norm='layernorm'"), (tmp_path / "none", "no such checkpoint")):
-        run = subprocess.run([sys.executable, "-m", "plus.export", str(source), str(tmp_path / "out")], cwd=ROOT,
-                             capture_output=True, text=True)
-        assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1 and expected in run.stderr, run.stderr
+    run = subprocess.run([sys.executable, "-m", "plus.export", str(tmp_path / "odd"), str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
+    assert "config.json: norm='layernorm'" in run.stderr
+    assert main([str(tmp_path / "none"), str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none'}: no such checkpoint directory"
     assert not (tmp_path / "out").exists()
+
+
+def test_sft_rm_ppo_from_a_transformers_directory(tmp_path):
+    """The README's path: SFT, RM (chat-message pairs in the model's template) and PPO
+    start from an HF directory through train.py, and what they write exports back to
+    transformers with the same logits and rewards."""
+    import json
+
+    import train
+
+    hf_models.build("qwen2", tmp_path / "qwen", tie=True, spare_rows=4)
+    turn = lambda role, text: {"role": role, "content": text}  # noqa: E731
+    with open(tmp_path / "sft.jsonl", "w") as f, open(tmp_path / "pairs.jsonl", "w") as g:
+        for i in range(8):
+            f.write(json.dumps({"prompt": f"Post {i}: my dog ate {i} socks. TL;DR:", "summary": f"dog ate {i} socks"})
+                    + "\n")
+            ask = turn("user", f"Summarize: the dog ate {i} socks")
+            g.write(json.dumps({"chosen": [ask, turn("assistant", f"dog ate {i} socks")],
+                                "rejected": [ask, turn("assistant", "a cat slept")]}) + "\n")
+    common = ["--out_dir", str(tmp_path / "run"), "--train_batch_size", "4", "--micro_train_batch_size", "4",
+              "--no_progress"]
+    assert train.main(["--stage", "sft", "--init_from", str(tmp_path / "qwen"), "--dataset", str(tmp_path / "sft.jsonl"),
+                       "--eval_dataset", str(tmp_path / "sft.jsonl"), "--input_key", "prompt", "--max_steps", "2",
+                       *common]) == 0
+    assert train.main(["--stage", "rm", "--dataset", str(tmp_path / "pairs.jsonl"), "--apply_chat_template",
+                       *common]) == 0
+    assert train.main(["--stage", "ppo", "--dataset", str(tmp_path / "sft.jsonl"), "--input_key", "prompt",
+                       "--max_steps", "1", "--rollout_batch_size", "4", "--generate_max_len", "8", *common]) == 0
+    assert checkpoint.load_tokenizer(tmp_path / "run" / "ppo").eos_token == "<|im_end|>"  # the chat model's EOS kept
+
+    export(tmp_path / "run" / "ppo", tmp_path / "ppo_hf")
+    export(tmp_path / "run" / "rm", tmp_path / "rm_hf")
+    policy, tokenizer, _ = checkpoint.load_gpt(tmp_path / "run" / "ppo")
+    reward_model, _, _ = load_reward_model(tmp_path / "run" / "rm")
+    ids = torch.tensor([tokenizer.encode("Post 3: my dog ate 3 socks. TL;DR: dog ate 3 socks") + [tokenizer.eos_id]])
+    mask = torch.ones_like(ids)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ppo_hf", dtype=torch.float32).eval()
+    hf_rm = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm_hf", dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, policy.logits(policy(ids)), atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(hf_rm.eval()(ids).logits[:, 0] + hf_rm.config.plus_reward["offset"],
+                                   reward_model.eval()(ids, mask), atol=ATOL, rtol=RTOL)
