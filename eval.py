@@ -69,6 +69,7 @@ from pathlib import Path
 import torch
 
 from plus import checkpoint, data
+from plus.cli import ArgumentParser, print_error
 from plus.evaluation import POLICY_STAGES, REWARD_STAGE, evaluate_policies, evaluate_reward_model, write_markdown
 from plus.preference_flags import add_preference_args
 
@@ -107,7 +108,7 @@ def evaluate_plus(args, plus_dir: Path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--out_dir", default="runs/demo")
     p.add_argument("--stage", choices=POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE), default=None,
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE)
                                               if (out_dir / s).exists()]
     if not stages:
-        print(f"error: {out_dir}: no checkpoints to evaluate (run train.py first)", file=sys.stderr)
+        print_error(f"{out_dir}: no checkpoints to evaluate (run train.py first)")
         return 1
     report = {"dataset": args.dataset, "n_eval": args.n_eval, "temperature": args.temperature,
               "policy": {}, "samples": {}}
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
         if PLUS_STAGE in stages:
             report["plus"] = evaluate_plus(args, out_dir / PLUS_STAGE)
     except (data.DataError, checkpoint.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     eval_dir = out_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)

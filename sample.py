@@ -14,11 +14,12 @@ import sys
 import torch
 
 from plus import checkpoint, data, preferences
+from plus.cli import ArgumentParser, print_error
 from plus.generate import sample_texts
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--init_from", default="runs/demo/sft", help="policy checkpoint directory")
     source = p.add_mutually_exclusive_group()
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
             posts = World(args.seed).posts("test", args.n)
             prompts = [data.truncate_query(tokenizer, q.subreddit, q.title, q.post, args.prompt_max_len) for q in posts]
     except (data.DataError, checkpoint.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     texts, ended, _ = sample_texts(model, tokenizer, prompts, args.generate_max_len, temperature=args.temperature,
                                    top_k=args.top_k, top_p=args.top_p, seed=args.seed)

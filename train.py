@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from plus import checkpoint, data, preferences
+from plus.cli import ArgumentParser, print_error
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 from plus.preference_flags import add_preference_args, preference_options
 from plus.training import DTYPES, Preempted, resolve_dtype
@@ -106,7 +107,7 @@ def mlp_width(family: str, n_embd: int) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("--stage", choices=STAGES + OTHER_STAGES + ("all",), required=True)
     p.add_argument("--out_dir", default="runs/demo", help="stage X writes <out_dir>/X")
@@ -571,7 +572,7 @@ def main(argv=None) -> int:
             print0(ctx, f"[{stage}] not started: {', '.join(later)}; run each with --stage NAME")
         return 0
     except (data.DataError, checkpoint.CheckpointError, ValueError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     finally:
         teardown()

@@ -10,6 +10,7 @@ fraction of one). What the child does is what `python train.py ...` does: the sc
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -34,46 +35,67 @@ RUNNER = textwrap.dedent("""
     sys.path.insert(0, os.getcwd())
     import torch, torch._dynamo  # what every run imports (AdamW imports dynamo)
     import train, plus.sft, plus.reward_trainer, plus.ppo, plus.evaluation, plus.surprise, plus.value_head
+
+    def child(case, rank):
+        os.environ.update(case["env"][rank])
+        for fd, name in ((1, case["stdout"][rank]), (2, case["stderr"][rank])):
+            os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = [case["script"], *case["argv"]]
+        try:
+            runpy.run_path(case["script"], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else (print(e.code, file=sys.stderr) or 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
     for line in sys.stdin:
         case = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            for fd, name in ((1, case["stdout"]), (2, case["stderr"])):
-                os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-            sys.argv = [case["script"], *case["argv"]]
-            try:
-                runpy.run_path(case["script"], run_name="__main__")
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else (print(e.code, file=sys.stderr) or 1)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        print(os.waitstatus_to_exitcode(status), flush=True)
+        pids = []
+        for rank in range(len(case["env"])):
+            pid = os.fork()
+            if pid == 0:
+                child(case, rank)
+            pids.append(pid)
+        print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]), flush=True)
 """)
 
 
 class Cli:
-    """Runs `python <script> <argv>` (through the forking runner); returns (code, stdout, stderr)."""
+    """Runs `python <script> <argv>`, or what `torchrun --nproc_per_node=N <script> <argv>`
+    starts (N processes with torchrun's environment), through the forking runner."""
 
     def __init__(self, tmp: Path):
         self.tmp, self.n = tmp, 0
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+            env.pop(name, None)
         self.process = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=ROOT, env=env, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def __call__(self, script: str, *argv: str) -> tuple[int, str, str]:
+    def run(self, script: str, argv, envs: list[dict]) -> list[tuple[int, str, str]]:
         self.n += 1
-        out, err = self.tmp / f"{self.n}.out", self.tmp / f"{self.n}.err"
-        self.process.stdin.write(json.dumps({"script": str(ROOT / script), "argv": [str(a) for a in argv],
-                                             "stdout": str(out), "stderr": str(err)}) + "\n")
+        files = [(self.tmp / f"{self.n}.{rank}.out", self.tmp / f"{self.n}.{rank}.err") for rank in range(len(envs))]
+        self.process.stdin.write(json.dumps({"script": str(ROOT / script), "argv": [str(a) for a in argv], "env": envs,
+                                             "stdout": [str(out) for out, _ in files],
+                                             "stderr": [str(err) for _, err in files]}) + "\n")
         self.process.stdin.flush()
-        code = int(self.process.stdout.readline())
-        return code, out.read_text(), err.read_text()
+        codes = json.loads(self.process.stdout.readline())
+        return [(code, out.read_text(), err.read_text()) for code, (out, err) in zip(codes, files)]
+
+    def __call__(self, script: str, *argv: str) -> tuple[int, str, str]:
+        return self.run(script, argv, [{}])[0]
+
+    def torchrun(self, n: int, script: str, *argv: str) -> list[tuple[int, str, str]]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return self.run(script, argv, [{"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(n),
+                                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} for r in range(n)])
 
     def close(self):
         self.process.kill()  # it holds no state worth a clean exit
@@ -156,3 +178,16 @@ def test_a_bad_input_is_one_line_and_exit_code_1(cli, files, tmp_path, name, arg
     code, _, err = cli(*map(fill, argv))
     assert (code, err) == (1, f"error: {fill(message)}\n")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.safetensors"))
+
+
+def test_under_torchrun_an_error_is_printed_once(cli, files, tmp_path):
+    """Every process meets the same bad record (or the same contradictory flags): rank 0
+    alone says so, in the one error style."""
+    ranks = cli.torchrun(2, "train.py", "--stage", "sft", "--init_from", files / "pre", "--out_dir", tmp_path,
+                         "--dataset", files / "qa.jsonl", "--no_progress")
+    message = (f"error: {files}/qa.jsonl:1: missing key 'prompt' (record has: answer, question); set --input_key "
+               + stopped(20, 20) + "\n")
+    assert [(code, err) for code, _, err in ranks] == [(1, message), (1, "")]
+    ranks = cli.torchrun(2, "train.py", "--stage", "all", "--resume")
+    message = "error: --resume applies to one stage; name it with --stage (see train.py --help)\n"
+    assert [(code, err) for code, _, err in ranks] == [(2, message), (2, "")]
