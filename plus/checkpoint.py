@@ -124,21 +124,28 @@ def save_checkpoint(
     if staging.exists():  # left over from a crash during an earlier save: never complete
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-
-    save_file(unique_state_dict(model if state_dict is None else state_dict), str(staging / WEIGHTS),
-              metadata={"format": "pt"})
-    _write_json(staging / CONFIG, {**config, "format": FORMAT})
-    if tokenizer is not None:
-        tokenizer.save(staging / TOKENIZER)
-    if trainer_state is not None:
-        _write_json(staging / TRAINER_STATE, trainer_state)
-        torch.save(rng_state(), staging / RNG)
-        if optimizer is not None:
-            torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), staging / OPTIMIZER)
-    if metrics_file is not None and Path(metrics_file).is_file():
-        shutil.copyfile(metrics_file, staging / METRICS)
-
-    _readable_by_all(staging)
+    try:
+        save_file(unique_state_dict(model if state_dict is None else state_dict), str(staging / WEIGHTS),
+                  metadata={"format": "pt"})
+        _write_json(staging / CONFIG, {**config, "format": FORMAT})
+        if tokenizer is not None:
+            tokenizer.save(staging / TOKENIZER)
+        if trainer_state is not None:
+            _write_json(staging / TRAINER_STATE, trainer_state)
+            torch.save(rng_state(), staging / RNG)
+            if optimizer is not None:
+                torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), staging / OPTIMIZER)
+        if metrics_file is not None and Path(metrics_file).is_file():
+            shutil.copyfile(metrics_file, staging / METRICS)
+        _readable_by_all(staging)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)  # never complete, and it may hold the space a retry needs
+        # A full disk or a quota: Python and the tokenizer raise OSError, safetensors its own
+        # error, torch.save a plain RuntimeError (not a subclass such as out of memory).
+        if isinstance(e, (OSError, SafetensorError)) or type(e) is RuntimeError:
+            kept = "the checkpoint saved there before is intact" if _complete(path) else "nothing was saved"
+            raise CheckpointError(f"{path}: could not write the checkpoint ({_first_line(e)}); {kept}") from None
+        raise
     for name in keep:
         if (path / name).is_dir():
             os.replace(path / name, staging / name)
@@ -151,6 +158,15 @@ def save_checkpoint(
     if previous.exists():
         shutil.rmtree(previous)
     return path
+
+
+def _complete(path: Path) -> bool:
+    """Whether `resolve` finds a complete checkpoint at `path` (or its `.previous`)."""
+    try:
+        resolve(path)
+        return True
+    except CheckpointError:
+        return False
 
 
 def _readable_by_all(directory: Path) -> None:

@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # child that runs the script as __main__ with those files as fd 1 and 2, and answers with
 # the child's exit code.
 RUNNER = textwrap.dedent("""
-    import json, os, runpy, sys, traceback
+    import json, os, resource, runpy, sys, traceback
     sys.path.insert(0, os.getcwd())
     import torch, torch._dynamo  # what every run imports (AdamW imports dynamo)
     import train, plus.sft, plus.reward_trainer, plus.ppo, plus.evaluation, plus.surprise, plus.value_head
 
     def child(case, rank):
         os.environ.update(case["env"][rank])
+        if case["max_file_bytes"]:  # a write past it fails (EFBIG), as on a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (case["max_file_bytes"], resource.RLIM_INFINITY))
         for fd, name in ((1, case["stdout"][rank]), (2, case["stderr"][rank])):
             os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
         sys.argv = [case["script"], *case["argv"]]
@@ -77,18 +79,19 @@ class Cli:
         self.process = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=ROOT, env=env, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def run(self, script: str, argv, envs: list[dict]) -> list[tuple[int, str, str]]:
+    def run(self, script: str, argv, envs: list[dict], max_file_bytes: int | None = None) -> list[tuple[int, str, str]]:
         self.n += 1
         files = [(self.tmp / f"{self.n}.{rank}.out", self.tmp / f"{self.n}.{rank}.err") for rank in range(len(envs))]
         self.process.stdin.write(json.dumps({"script": str(ROOT / script), "argv": [str(a) for a in argv], "env": envs,
+                                             "max_file_bytes": max_file_bytes,
                                              "stdout": [str(out) for out, _ in files],
                                              "stderr": [str(err) for _, err in files]}) + "\n")
         self.process.stdin.flush()
         codes = json.loads(self.process.stdout.readline())
         return [(code, out.read_text(), err.read_text()) for code, (out, err) in zip(codes, files)]
 
-    def __call__(self, script: str, *argv: str) -> tuple[int, str, str]:
-        return self.run(script, argv, [{}])[0]
+    def __call__(self, script: str, *argv: str, max_file_bytes: int | None = None) -> tuple[int, str, str]:
+        return self.run(script, argv, [{}], max_file_bytes)[0]
 
     def torchrun(self, n: int, script: str, *argv: str) -> list[tuple[int, str, str]]:
         with socket.socket() as s:
@@ -191,3 +194,21 @@ def test_under_torchrun_an_error_is_printed_once(cli, files, tmp_path):
     ranks = cli.torchrun(2, "train.py", "--stage", "all", "--resume")
     message = "error: --resume applies to one stage; name it with --stage (see train.py --help)\n"
     assert [(code, err) for code, _, err in ranks] == [(2, message), (2, "")]
+
+
+def test_a_full_disk_during_a_save_keeps_the_checkpoint_saved_before(cli, files, tmp_path):
+    """A second run into the same directory whose save cannot write its files (a file-size
+    limit below the weights' size: the write fails as on a full disk) stops with one line,
+    and the first run's checkpoint loads as it was."""
+    argv = ("train.py", "--stage", "sft", "--init_from", files / "pre", "--out_dir", tmp_path, "--no_progress",
+            "--dataset", files / "qa.jsonl", "--input_key", "question", "--output_key", "answer", "--max_steps", "1")
+    assert cli(*argv)[0] == 0
+    before = checkpoint.load_state_dict(tmp_path / "sft")
+    assert (tmp_path / "sft" / checkpoint.WEIGHTS).stat().st_size > 20_000
+    code, _, err = cli(*argv, "--seed", "1", max_file_bytes=20_000)
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'sft'}: could not write the checkpoint (") and \
+        err.endswith("); the checkpoint saved there before is intact\n") and err.count("\n") == 1
+    after = checkpoint.load_state_dict(tmp_path / "sft")
+    assert all(torch.equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no unfinished save left behind

@@ -71,6 +71,30 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, tok, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
+@pytest.mark.parametrize("writer", ["save_file", "_write_json"])
+def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint(tmp_path, tok, monkeypatch, writer):
+    """The write fails (ENOSPC): one CheckpointError line naming the directory, the
+    checkpoint saved before loads as it was, and the unfinished files are gone."""
+    old = tiny(0)
+    save(tmp_path / "ck", old, tok, step=1)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, writer, disk_full)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        save(tmp_path / "ck", tiny(1), tok, step=2)
+    assert str(info.value) == (f"{tmp_path / 'ck'}: could not write the checkpoint ([Errno 28] No space left on "
+                               "device); the checkpoint saved there before is intact")
+    with pytest.raises(checkpoint.CheckpointError, match="; nothing was saved$"):
+        save(tmp_path / "new", tiny(1), tok)
+    monkeypatch.undo()
+    loaded, _, _ = checkpoint.load_gpt(tmp_path / "ck")
+    assert torch.equal(loaded.tok_emb.weight, old.tok_emb.weight)
+    assert checkpoint.load_trainer_state(tmp_path / "ck")[0]["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
 def test_errors_name_the_directory(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         checkpoint.load_gpt(tmp_path / "missing")
