@@ -267,7 +267,12 @@ def _read(path) -> tuple[dict, Tokenizer]:
     file = path / CONFIG
     raw = _read_json(file)
     f = _Fields(raw, file)
-    gpt = gpt_config(raw, file)
+    try:
+        gpt = gpt_config(raw, file)
+    except ValueError as e:  # GPTConfig's own checks (e.g. heads that do not divide the width)
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{file}: {e}") from None
     kind = _architecture(f)
     tokenizer = load_tokenizer(path)
     gpt = replace(gpt, vocab_size=max(gpt.vocab_size, tokenizer.vocab_size))
