@@ -171,7 +171,9 @@ def export(source, out, dtype: str = "float32") -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    write = lambda name, obj: (staging / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")  # noqa: E731
+    def write(name: str, obj: dict) -> None:
+        (staging / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
     write("config.json", hf)
     write("generation_config.json", {k: hf[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
     tokenizer.save(staging / TOKENIZER_FILE)

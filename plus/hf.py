@@ -232,7 +232,8 @@ def weight_names(gpt: GPTConfig, model_type: str) -> dict[str, str]:
     out = {}
     for name in names:
         pattern, hf_name = next((p, h) for p, h in table if re.fullmatch(p, name))
-        out[name] = ("" if name == "lm_head.weight" else BASE_PREFIX[model_type]) + re.sub(f"^{pattern}$", hf_name, name)
+        prefix = "" if name == "lm_head.weight" else BASE_PREFIX[model_type]
+        out[name] = prefix + re.sub(f"^{pattern}$", hf_name, name)
     return out
 
 
@@ -384,7 +385,8 @@ def _check_complete(path: Path, state: dict, gpt: GPTConfig, reward: bool, names
                                                                             if len(missing) > 1 else ""))
     for k, shape in expected.items():
         if state[k].shape != shape:
-            raise CheckpointError(f"{path}: {k!r} has shape {tuple(state[k].shape)}, config.json implies {tuple(shape)}")
+            raise CheckpointError(f"{path}: {names.get(k, k)!r} has shape {tuple(state[k].shape)}, config.json "
+                                  f"implies {tuple(shape)}")
 
 
 def load_gpt(path, device="cpu", dtype: torch.dtype = torch.float32) -> tuple[GPT, Tokenizer, dict]:

@@ -94,8 +94,8 @@ def build(kind: str, directory: Path, tie: bool = True, shard: bool = False, spa
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(0.0, 0.1)
-            if "norm" in name or "ln_" in name:
-                p.add_(1.0) if name.endswith("weight") else None
+            if ("norm" in name or "ln_" in name) and name.endswith("weight"):
+                p.add_(1.0)
     model.save_pretrained(directory, max_shard_size="20KB" if shard else "5GB")
     return model
 

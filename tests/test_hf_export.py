@@ -132,7 +132,8 @@ def test_export_refusals_are_one_line_and_exit_1(tmp_path, tokenizer, capsys):
 
     odd = GPTConfig(vocab_size=400, block_size=32, n_layer=1, n_head=2, n_embd=16, norm="layernorm", mlp="swiglu",
                     pos="rope", bias=False)
-    checkpoint.save_checkpoint(tmp_path / "odd", GPT(odd), {"stage": "sft", "model": odd.to_dict()}, tokenizer=tokenizer)
+    checkpoint.save_checkpoint(tmp_path / "odd", GPT(odd), {"stage": "sft", "model": odd.to_dict()},
+                               tokenizer=tokenizer)
     run = subprocess.run([sys.executable, "-m", "plus.export", str(tmp_path / "odd"), str(tmp_path / "out")],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
@@ -161,9 +162,9 @@ def test_sft_rm_ppo_from_a_transformers_directory(tmp_path):
                                 "rejected": [ask, turn("assistant", "a cat slept")]}) + "\n")
     common = ["--out_dir", str(tmp_path / "run"), "--train_batch_size", "4", "--micro_train_batch_size", "4",
               "--no_progress"]
-    assert train.main(["--stage", "sft", "--init_from", str(tmp_path / "qwen"), "--dataset", str(tmp_path / "sft.jsonl"),
-                       "--eval_dataset", str(tmp_path / "sft.jsonl"), "--input_key", "prompt", "--max_steps", "2",
-                       *common]) == 0
+    assert train.main(["--stage", "sft", "--init_from", str(tmp_path / "qwen"),
+                       "--dataset", str(tmp_path / "sft.jsonl"), "--eval_dataset", str(tmp_path / "sft.jsonl"),
+                       "--input_key", "prompt", "--max_steps", "2", *common]) == 0
     assert train.main(["--stage", "rm", "--dataset", str(tmp_path / "pairs.jsonl"), "--apply_chat_template",
                        *common]) == 0
     assert train.main(["--stage", "ppo", "--dataset", str(tmp_path / "sft.jsonl"), "--input_key", "prompt",
