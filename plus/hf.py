@@ -41,8 +41,9 @@ LM head; an untied one (read only by the reward trainer's LM loss) starts as a c
 the token embedding.
 
 Memory. Weights are read through safetensors' memory map, shard by shard and tensor by
-tensor, converted to the requested dtype as they are read, into a model built on the meta
-device: the peak is the model once in that dtype, never a float32 copy beside it.
+tensor, converted to the requested dtype as they are read; `load_gpt` puts them into a
+model built on the meta device, so the peak is the model once in that dtype, never a
+randomly initialized copy beside it.
 """
 
 from __future__ import annotations
