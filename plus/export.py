@@ -54,6 +54,7 @@ from safetensors.torch import save_file
 
 from plus import checkpoint
 from plus.checkpoint import CheckpointError
+from plus.cli import ArgumentParser, print_error
 from plus.gpt import GPTConfig
 from plus.hf import is_conv1d, weight_names
 from plus.tokenizer import TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, Tokenizer
@@ -185,8 +186,8 @@ def export(source, out, dtype: str = "float32") -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                prog="python -m plus.export")
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       prog="python -m plus.export")
     p.add_argument("checkpoint", help="a plus checkpoint directory (a policy or a reward model)")
     p.add_argument("out", help="the Hugging Face directory to write (new or empty)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
     try:
         out = export(args.checkpoint, args.out, args.dtype)
     except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(str(e))
         return 1
     print(f"wrote {out}")
     return 0
