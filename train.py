@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_from", "--pretrain", dest="init_from", default=None,
                    help="checkpoint directory to start from (default: the previous stage under --out_dir)")
     p.add_argument("--dataset", default="synthetic", help="'synthetic' (the built-in world) or a .jsonl/.json/.csv file")
-    p.add_argument("--eval_dataset", nargs="+", default=None, help="held-out files (default: the world's valid split)")
+    p.add_argument("--eval_dataset", nargs="+", default=None,
+                   help="held-out files (default: the world's valid split; sft on a file: a tenth of its prompts, "
+                        "held out of training)")
     p.add_argument("--input_key", default=None,
                    help="prompt field; default: the Stiennon query from subreddit/title/post, else 'prompt' "
                         "(pretrain: the text field, default 'text')")
@@ -382,11 +384,24 @@ def run_sft(args, ctx: Dist) -> dict:
         raise ValueError(f"{out_dir}: --resume of a run with {saved} references per post, asked for {per_post}")
     examples, bad = data.load_sft_examples(args.dataset, tokenizer, split="train", n=n_train,
                                            references_per_post=per_post, **load)
-    eval_examples = []
-    for path in args.eval_dataset or ["synthetic"]:
-        eval_examples += data.load_sft_examples(path, tokenizer, split="valid", n=args.n_eval, **load)[0]
     if bad.total:
         print0(ctx, f"[sft] {args.dataset}: {bad.summary()}")
+    # The eval loss: on --eval_dataset, on the world's valid split, or on prompts of the
+    # file held out of training (a file's own kind of text, which the world's is not).
+    eval_examples, held_out = [], None
+    if args.eval_dataset or args.dataset == "synthetic":
+        for path in args.eval_dataset or ["synthetic"]:
+            eval_examples += data.load_sft_examples(path, tokenizer, split="valid", n=args.n_eval, **load)[0]
+    else:
+        n_prompts = len(data.group_by_prompt(examples))
+        examples, eval_examples = data.hold_out(examples, args.n_eval, args.seed)
+        held_out = len(data.group_by_prompt(eval_examples))
+        if held_out:
+            print0(ctx, f"[sft] {args.dataset}: {held_out} of its {n_prompts} prompts held out for the eval loss "
+                        "(--eval_dataset names another file)")
+        else:
+            print0(ctx, f"[sft] {args.dataset}: {n_prompts} prompts, too few to hold a tenth out: no eval loss "
+                        "(--eval_dataset names a file for one)")
     too_long = max(len(e.prompt) + len(e.response) for e in examples)
     if too_long > model.config.block_size:
         raise ValueError(f"an example has {too_long} tokens, more than the model's block_size={model.config.block_size}")
@@ -403,7 +418,8 @@ def run_sft(args, ctx: Dist) -> dict:
                     for i in range(0, len(eval_examples), args.micro_train_batch_size)][ctx.rank::ctx.world_size]
     config = {"stage": "sft", "model": model.config.to_dict(), "init_from": str(init_from), "dataset": args.dataset,
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
-              "references_per_post": per_post}
+              "references_per_post": per_post, "eval_dataset": args.eval_dataset or
+              (f"{held_out} prompts of {args.dataset}, held out" if held_out is not None else "synthetic")}
     return sft.train(stage="sft", model=model, tokenizer=tokenizer, dataset_size=len(groups), get_batch=get_batch,
                      eval_batches=eval_batches, out_dir=out_dir, ctx=ctx, args=args, config=config,
                      unit=f"prompts with {len(examples)} responses" if len(groups) < len(examples) else "examples")

@@ -463,6 +463,21 @@ def group_by_prompt(pairs: list) -> list[list[int]]:
     return list(groups.values())
 
 
+# The share of a file's prompts SFT holds out for its eval loss when no --eval_dataset is given.
+HELD_OUT_FRACTION = 0.1
+
+
+def hold_out(examples: list, max_prompts: int, seed: int) -> tuple[list, list]:
+    """(train, held out) examples: a tenth of the distinct prompts (at most `max_prompts`),
+    each with all of its responses, drawn by a permutation of `seed`, so the eval loss is
+    on prompts training never saw; nothing is held out of fewer than ten prompts."""
+    groups = group_by_prompt(examples)
+    k = min(max_prompts, int(len(groups) * HELD_OUT_FRACTION))
+    held = set(torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))[:k].tolist())
+    train = [examples[i] for g, members in enumerate(groups) if g not in held for i in members]
+    return train, [examples[i] for g in sorted(held) for i in groups[g]]
+
+
 def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str, torch.Tensor]:
     """Pairs packed one row per distinct prompt: the prompt once, then each distinct
     response to it once, then right padding (the `segment_ids` layout of plus/gpt.py).

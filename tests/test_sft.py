@@ -248,11 +248,40 @@ def test_fit_batch_to_data_by_hand():
 
 
 def test_a_small_file_trains_with_the_default_batch(files, pretrained, tmp_path, capsys):
-    """20 prompts against the default global batch of 32: the batch shrinks, one line says so."""
+    """20 prompts against the default global batch of 32: the batch shrinks, one line says so
+    (--eval_dataset keeps all 20 for training)."""
     run("--stage", "sft", "--dataset", str(files / "tldr.jsonl"), "--init_from", str(pretrained / "pretrain"),
-        "--out_dir", str(tmp_path), "--max_steps", "2", "--eval_steps", "0")
+        "--out_dir", str(tmp_path), "--max_steps", "2", "--eval_steps", "0", "--eval_dataset", str(files / "tldr.jsonl"))
     assert "responses are fewer than one global batch (32): training with --train_batch_size 20" in capsys.readouterr().out
     assert [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     ran = checkpoint.load_config(tmp_path / "sft")  # what ran, not what the flags asked for
     assert {k: ran[k] for k in ("train_batch_size", "micro_train_batch_size", "max_steps", "dtype", "world_size")} == \
         {"train_batch_size": 20, "micro_train_batch_size": 10, "max_steps": 2, "dtype": "fp32", "world_size": 1}
+
+
+def test_sft_on_a_file_holds_out_a_tenth_of_its_prompts_for_the_eval_loss(files, pretrained, tmp_path, capsys):
+    """No --eval_dataset: 2 of the file's 20 prompts (each with both its summaries) are held
+    out, trained on never, and the eval loss is theirs, computed here again from the
+    saved policy; a file of fewer than ten prompts has no eval loss, and says so."""
+    run("--stage", "sft", "--dataset", str(files / "tldr.jsonl"), "--init_from", str(pretrained / "pretrain"),
+        "--out_dir", str(tmp_path), "--max_steps", "2", "--eval_steps", "2")
+    out = capsys.readouterr().out
+    assert f"[sft] {files / 'tldr.jsonl'}: 2 of its 20 prompts held out for the eval loss" in out
+    assert "18 prompts with 36 responses are fewer than one global batch (32)" in out
+    model, tokenizer, config = checkpoint.load_gpt(tmp_path / "sft")
+    assert config["eval_dataset"] == f"2 prompts of {files / 'tldr.jsonl'}, held out"
+    examples, _ = data.load_sft_examples(str(files / "tldr.jsonl"), tokenizer, prompt_max_len=200)
+    train_part, held = data.hold_out(examples, 128, seed=0)
+    assert len(held) == 4 and len(train_part) == 36
+    assert not {tuple(e.prompt) for e in held} & {tuple(e.prompt) for e in train_part}
+    with torch.no_grad():
+        loss_sum, n = sft.sequence_loss_sum(model.eval(), data.collate_sft(held, tokenizer.pad_id), "cpu")
+    logged = json.loads((tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()[-1])["eval_loss"]
+    assert logged == pytest.approx(float(loss_sum) / n, rel=1e-5)  # float32 sums in another order
+
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(line + "\n" for line in (files / "tldr.jsonl").read_text().splitlines()[:18]))
+    run("--stage", "sft", "--dataset", str(few), "--init_from", str(pretrained / "pretrain"),
+        "--out_dir", str(tmp_path / "few"), "--max_steps", "1", "--eval_steps", "1")
+    assert f"[sft] {few}: 9 prompts, too few to hold a tenth out: no eval loss" in capsys.readouterr().out
+    assert "eval_loss" not in json.loads((tmp_path / "few" / "sft" / "metrics.jsonl").read_text())
