@@ -341,6 +341,7 @@ def run_pretrain(args, ctx: Dist) -> dict:
 
     if args.resume or args.tokenizer:
         tokenizer = checkpoint.load_tokenizer(out_dir) if args.resume else Tokenizer.load(args.tokenizer)
+        print0(ctx, f"[pretrain] tokenizer: {out_dir if args.resume else args.tokenizer}")
     else:
         t0 = time.perf_counter()
         tokenizer = Tokenizer.train(_take(texts(0), 20000), vocab_size=args.vocab_size)
@@ -374,6 +375,8 @@ def run_sft(args, ctx: Dist) -> dict:
     out_dir = Path(args.out_dir) / "sft"
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "pretrain"
     model, tokenizer, init_config = checkpoint.load_gpt(out_dir if args.resume else init_from)
+    if not args.resume:
+        print0(ctx, f"[sft] policy: {loaded(init_from, init_config)}")
     torch.manual_seed(args.seed)
     n_train = args.max_steps * args.train_batch_size if args.dataset == "synthetic" else None
     load = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len,
@@ -436,7 +439,10 @@ def run_rm(args, ctx: Dist) -> dict:
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
     torch.manual_seed(args.seed)  # the new head's initialization
     start = out_dir if args.resume else init_from
-    model, tokenizer, _ = load_reward_model(start)
+    model, tokenizer, start_config = load_reward_model(start)
+    if not args.resume:
+        print0(ctx, f"[rm] reward model: {loaded(init_from, start_config)}"
+                    + (", trained further" if "reward" in start_config else ", with a new reward head"))
     model = apply_token_surprise(model, args.token_surprise, start)
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
@@ -486,9 +492,11 @@ def run_ppo(args, ctx: Dist) -> dict:
     out_dir = Path(args.out_dir) / "ppo"
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
     reward_from = Path(args.reward_pretrain) if args.reward_pretrain else Path(args.out_dir) / "rm"
-    policy, tokenizer, _ = checkpoint.load_gpt(init_from)
+    policy, tokenizer, policy_config = checkpoint.load_gpt(init_from)
     ref_policy, _, _ = checkpoint.load_gpt(init_from)  # frozen copy: the KL anchor
     reward_model, rm_tokenizer, rm_config = load_reward_model(reward_from)
+    print0(ctx, f"[ppo] policy and KL reference: {loaded(init_from, policy_config)}; reward model and critic: "
+                f"{loaded(reward_from, rm_config)}")
     if "reward" not in rm_config:
         raise checkpoint.CheckpointError(f"{reward_from}: not a reward model (its config.json has no \"reward\" "
                                          "section); train one with --stage rm")
@@ -560,6 +568,11 @@ def run_plus(args, ctx: Dist) -> dict:
     return result
 
 
+def loaded(path: Path, config: dict) -> str:
+    """A checkpoint as the one-line report of what a stage loaded names it."""
+    return f"{path} ({config.get('stage', 'model')} checkpoint)"
+
+
 RUNNERS = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "ppo": run_ppo, "plus": run_plus}
 
 
@@ -579,7 +592,8 @@ def main(argv=None) -> int:
         for stage in (STAGES if args.stage == "all" else (args.stage,)):
             t0 = time.perf_counter()
             result = RUNNERS[stage](stage_args(args, stage, ctx.world_size), ctx)
-            print0(ctx, f"[{stage}] done in {time.perf_counter() - t0:.0f}s: "
+            saved = f", saved to {Path(args.out_dir) / stage}" if stage in STAGES else ""
+            print0(ctx, f"[{stage}] done in {time.perf_counter() - t0:.0f}s{saved}: "
                         + ", ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)))
     except Preempted as e:
         print0(ctx, str(e))

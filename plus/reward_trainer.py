@@ -287,7 +287,7 @@ def train(
         load_optimizer_state(ddp_model, optimizer, opt_state)
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
-        print0(ctx, f"[rm] resuming from step {start_step} of {max_steps}")
+        print0(ctx, f"[rm] resuming {out_dir} from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(metrics_path, start_step)

@@ -122,7 +122,7 @@ def train(
         checkpoint.load_into(model, checkpoint.load_state_dict(out_dir, device))
         checkpoint.set_rng_state(rng)
         start_step = state["step"]
-        print0(ctx, f"[{stage}] resuming from step {start_step} of {max_steps}")
+        print0(ctx, f"[{stage}] resuming {out_dir} from step {start_step} of {max_steps}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(metrics_path, start_step)  # forget what was logged after the checkpoint

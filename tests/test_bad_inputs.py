@@ -9,6 +9,7 @@ fraction of one). What the child does is what `python train.py ...` does: the sc
 """
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -212,3 +213,42 @@ def test_a_full_disk_during_a_save_keeps_the_checkpoint_saved_before(cli, files,
     after = checkpoint.load_state_dict(tmp_path / "sft")
     assert all(torch.equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no unfinished save left behind
+
+
+# ---- a new user's small files: each stage runs with no flag beyond the data keys, and says
+# what it loaded, what it held out and where it saved ------------------------------------
+
+RUNS = [
+    ("sft", SFT + ("--dataset", "{files}/qa.jsonl", "--input_key", "question", "--output_key", "answer"),
+     ["[sft] policy: {files}/pre (pretrain checkpoint)",
+      "[sft] {files}/qa.jsonl: 2 of its 20 prompts held out for the eval loss (--eval_dataset names another file)",
+      "[sft] 18 examples are fewer than one global batch (32): training with --train_batch_size 18 "
+      "--micro_train_batch_size 9"]),
+    ("rm: the prompt field is 'prompt' by default", RM + ("--dataset", "{files}/prefs.jsonl"),
+     ["[rm] reward model: {files}/sft (sft checkpoint), with a new reward head",
+      "[rm] 20 pairs are fewer than one global batch (32): training with --train_batch_size 20 "
+      "--micro_train_batch_size 20"]),
+    ("rm from a reward model", RM[:3] + ("--init_from", "{files}/rm", "--out_dir", "{out}", "--no_progress",
+                                         "--dataset", "{files}/prefs.jsonl"),
+     ["[rm] reward model: {files}/rm (rm checkpoint), trained further"]),
+    ("ppo", PPO + ("--dataset", "{files}/prompts.jsonl", "--generate_max_len", "8"),
+     ["[ppo] policy and KL reference: {files}/sft (sft checkpoint); reward model and critic: {files}/rm "
+      "(rm checkpoint)",
+      "[ppo] 20 prompts are fewer than one rollout batch: training with --rollout_batch_size 20 "
+      "--train_batch_size 20 --micro_train_batch_size 10"]),
+]
+
+
+@pytest.mark.parametrize("name, argv, lines", RUNS, ids=[c[0] for c in RUNS])
+def test_a_small_file_runs_and_says_what_it_loaded_and_saved(cli, files, tmp_path, name, argv, lines):
+    fill = lambda s: s.replace("{files}", str(files)).replace("{out}", str(tmp_path / "out"))  # noqa: E731
+    stage = argv[2]
+    code, out, err = cli(*map(fill, argv), "--max_steps", "1")
+    assert (code, err) == (0, "")
+    printed = out.splitlines()
+    for line in lines:
+        assert fill(line) in printed
+    done = [line for line in printed if line.startswith(f"[{stage}] done in ")]
+    assert len(done) == 1 and re.match(rf"\[{stage}\] done in \d+s, saved to {re.escape(fill('{out}'))}/{stage}: ",
+                                       done[0])
+    checkpoint.load_config(tmp_path / "out" / stage)  # there it is
