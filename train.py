@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight_decay", type=float, default=0.1)
     p.add_argument("--max_grad_norm", type=float, default=1.0)
     p.add_argument("--max_epochs", type=int, default=1)
-    p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (default: the stage's demo length)")
+    p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (default: the stage's demo length; rm: --max_epochs passes)")
     p.add_argument("--max_len", type=int, default=None, help="pretrain block length; SFT prompt+response cap")
     p.add_argument("--prompt_max_len", type=int, default=200)
     p.add_argument("--generate_max_len", type=int, default=48)
@@ -183,7 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer "
                         "state are sharded over the processes (plus/fsdp.py)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_stage_defaults_to_help(p)
     return p
+
+
+def add_stage_defaults_to_help(p: argparse.ArgumentParser) -> None:
+    """Each flag that STAGE_DEFAULTS sets per stage says, in --help, what each stage takes."""
+    world_sft = sft_world_defaults(SFT_WORLD_REFERENCES_PER_POST)
+    for action in p._actions:
+        per_stage = [f"{stage} {values[action.dest]}" for stage, values in STAGE_DEFAULTS.items()
+                     if action.dest in values]
+        if action.dest in world_sft:
+            per_stage.append(f"sft on the built-in world {world_sft[action.dest]}")
+        if per_stage:
+            action.help = f"{action.help}; " if action.help else ""
+            action.help += f"default by stage: {', '.join(per_stage)}"
 
 
 PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "ppo_epochs", "critic_learning_rate", "temperature",
@@ -196,7 +210,7 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward_pretrain", default=None, help="ppo: the reward model (default <out_dir>/rm); "
                                                            "it also initializes the critic")
     p.add_argument("--rollout_batch_size", type=int, default=None, help="ppo: prompts per update, all processes")
-    p.add_argument("--ppo_epochs", type=int, default=None, help="ppo: passes over each rollout batch (4)")
+    p.add_argument("--ppo_epochs", type=int, default=None, help="ppo: passes over each rollout batch")
     p.add_argument("--critic_learning_rate", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None, help="ppo: sampling temperature (0.7)")
     p.add_argument("--missing_eos_penalty", type=float, default=None,

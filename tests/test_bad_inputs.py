@@ -252,3 +252,22 @@ def test_a_small_file_runs_and_says_what_it_loaded_and_saved(cli, files, tmp_pat
     assert len(done) == 1 and re.match(rf"\[{stage}\] done in \d+s, saved to {re.escape(fill('{out}'))}/{stage}: ",
                                        done[0])
     checkpoint.load_config(tmp_path / "out" / stage)  # there it is
+
+
+def test_help_shows_each_stages_defaults(cli):
+    code, out, err = cli("train.py", "--help")
+    assert (code, err) == (0, "")
+    text = " ".join(out.split())  # argparse wraps the help to the terminal's width
+    for flag, shown in [
+        ("--learning_rate LEARNING_RATE", "default by stage: pretrain 0.003, sft 0.003, rm 0.0003, ppo 0.0001"),
+        ("--train_batch_size TRAIN_BATCH_SIZE", "default by stage: pretrain 32, sft 32, rm 32, ppo 32"),
+        ("--max_steps MAX_STEPS", "default by stage: pretrain 50, sft 950, ppo 24"),
+        ("--ppo_epochs PPO_EPOCHS", "ppo: passes over each rollout batch; default by stage: ppo 2"),
+    ]:
+        assert shown in flag_help(text, flag), flag
+    assert "sft on the built-in world 1700" in flag_help(text, "--max_steps MAX_STEPS")
+
+
+def flag_help(text: str, flag: str) -> str:
+    """The help of `flag` in --help's text: from the flag to the next flag with a value."""
+    return re.split(r" --\w+ [A-Z_]+ ", text.split(f" {flag} ", 1)[1], maxsplit=1)[0]
