@@ -328,6 +328,14 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--max_samples must be >= 1")
     if args.lm_loss_coeff is not None and args.lm_loss_coeff < 0:
         parser.error("--lm_loss_coeff must be >= 0")
+    for flag in ("train_batch_size", "micro_train_batch_size", "max_steps", "max_epochs", "max_len", "prompt_max_len",
+                 "generate_max_len", "rollout_batch_size", "ppo_epochs", "save_steps", "learning_rate",
+                 "critic_learning_rate"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error(f"--{flag} must be > 0, got {getattr(args, flag)}")
+    for flag in ("n_eval", "eval_steps", "warmup_ratio", "weight_decay", "max_grad_norm"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     check_ppo_args(args, parser)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
