@@ -411,6 +411,8 @@ def run_sft(args, ctx: Dist) -> dict:
                                            references_per_post=per_post, **load)
     if bad.total:
         print0(ctx, f"[sft] {args.dataset}: {bad.summary()}")
+    if args.dataset != "synthetic":
+        report_cut_responses(ctx, "sft", args, [e.response for e in examples], tokenizer.eos_id)
     # The eval loss: on --eval_dataset, on the world's valid split, or on prompts of the
     # file held out of training (a file's own kind of text, which the world's is not).
     eval_examples, held_out = [], None
@@ -477,6 +479,9 @@ def run_rm(args, ctx: Dist) -> dict:
 
     per_post = (args.summaries_per_post or RM_WORLD_SUMMARIES_PER_POST) if args.dataset == "synthetic" else 2
     pairs = load(args.dataset, "train", n_train, per_post)
+    if args.dataset != "synthetic":
+        report_cut_responses(ctx, "rm", args, list({tuple(r) for p in pairs for r in (p.chosen, p.rejected)}),
+                             tokenizer.eos_id)
     # Held out: the world's valid comparisons when training on the world; for a file, the
     # --eval_dataset files (a file's own format says nothing about the world's).
     eval_sets = {}
@@ -588,6 +593,15 @@ def run_plus(args, ctx: Dist) -> dict:
                                   settings=settings, ctx=ctx)
         result.update({f"{method}_{k}": v for k, v in last.items() if k in ("rm_accuracy", "summarizer_reward")})
     return result
+
+
+def report_cut_responses(ctx: Dist, stage: str, args, responses: list, eos_id: int) -> None:
+    """One line when responses of a file were longer than --generate_max_len: they were cut,
+    their EOS with them (response_ids keeps the EOS only where it fits)."""
+    cut = sum(response[-1] != eos_id for response in responses)
+    if cut:
+        print0(ctx, f"[{stage}] {args.dataset}: {cut} of {len(responses)} responses are longer than "
+                    f"--generate_max_len {args.generate_max_len} tokens and were cut there, without their EOS")
 
 
 def loaded(path: Path, config: dict) -> str:

@@ -140,6 +140,8 @@ def files(tmp_path_factory):
     (d / "one_line.json").write_text(json.dumps([{"prompt": "a", "chosen": "b", "rejected": "c"},
                                                  {"prompt": "a", "chosen": "b", "rejected": "b"},
                                                  {"prompt": "d", "chosen": "e", "rejected": "f"}]))
+    write_jsonl(d / "long.jsonl", [{"prompt": f"tell me about {i}", "rejected": "no",
+                                    "chosen": f"{i}: " + "a long answer " * (40 if i % 2 else 2)} for i in range(20)])
     (d / "bad_line.jsonl").write_text((d / "prefs.jsonl").read_text() + "{not json\n")
     shutil.copytree(d / "pre", d / "truncated")
     weights = d / "truncated" / checkpoint.WEIGHTS
@@ -262,6 +264,13 @@ RUNS = [
     ("rm from a reward model", RM[:3] + ("--init_from", "{files}/rm", "--out_dir", "{out}", "--no_progress",
                                          "--dataset", "{files}/prefs.jsonl"),
      ["[rm] reward model: {files}/rm (rm checkpoint), trained further"]),
+    ("sft: responses cut at --generate_max_len are counted", SFT + ("--dataset", "{files}/long.jsonl",
+                                                                     "--output_key", "chosen"),
+     ["[sft] {files}/long.jsonl: 10 of 20 responses are longer than --generate_max_len 48 tokens and were cut "
+      "there, without their EOS"]),
+    ("rm: responses cut at --generate_max_len are counted", RM + ("--dataset", "{files}/long.jsonl"),
+     ["[rm] {files}/long.jsonl: 10 of 21 responses are longer than --generate_max_len 48 tokens and were cut "
+      "there, without their EOS"]),
     ("ppo", PPO + ("--dataset", "{files}/prompts.jsonl", "--generate_max_len", "8"),
      ["[ppo] policy and KL reference: {files}/sft (sft checkpoint); reward model and critic: {files}/rm "
       "(rm checkpoint)",
