@@ -329,11 +329,11 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if args.lm_loss_coeff is not None and args.lm_loss_coeff < 0:
         parser.error("--lm_loss_coeff must be >= 0")
     for flag in ("train_batch_size", "micro_train_batch_size", "max_steps", "max_epochs", "max_len", "prompt_max_len",
-                 "generate_max_len", "rollout_batch_size", "ppo_epochs", "save_steps", "learning_rate",
-                 "critic_learning_rate"):
+                 "generate_max_len", "rollout_batch_size", "ppo_epochs", "save_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be > 0, got {getattr(args, flag)}")
-    for flag in ("n_eval", "eval_steps", "warmup_ratio", "weight_decay", "max_grad_norm"):
+    for flag in ("n_eval", "eval_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "learning_rate",
+                 "critic_learning_rate"):  # a rate of 0 keeps a model as it is
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     check_ppo_args(args, parser)

@@ -192,7 +192,7 @@ ERRORS = [
 # Flags that cannot work: exit code 2, before anything is read.
 FLAG_ERRORS = [
     ("a global batch of 0", SFT + ("--train_batch_size", "0"), "--train_batch_size must be > 0, got 0"),
-    ("a negative learning rate", SFT + ("--learning_rate", "-1"), "--learning_rate must be > 0, got -1.0"),
+    ("a negative learning rate", SFT + ("--learning_rate", "-1"), "--learning_rate must be >= 0, got -1.0"),
     ("rm with SFT's prompt flag", RM + ("--input_key", "q"),
      "--input_key is the SFT prompt field; for --stage rm use --prompt_key"),
     ("--resume under --stage all", ("train.py", "--stage", "all", "--resume"),
