@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_key", default="summary")
     p.add_argument("--n_eval", type=int, default=400, help="held-out posts")
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--prompt_max_len", type=int, default=200)
-    p.add_argument("--generate_max_len", type=int, default=48)
+    p.add_argument("--prompt_max_len", type=int, default=data.PROMPT_MAX_LEN)
+    p.add_argument("--generate_max_len", type=int, default=data.RESPONSE_MAX_LEN)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--reward_pretrain", default=None,
                    help="reward model for proxy_reward (default: the one PPO used, else <out_dir>/rm)")

@@ -31,6 +31,10 @@ import torch
 
 QUERY_FORMAT = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 IGNORE_INDEX = -100  # label value that the loss skips (prompt and padding positions)
+# The TL;DR setting, every reader's default: a query cut to 200 tokens and a summary of at
+# most 48 (Stiennon et al. keep summaries under 48 tokens) fit the demo model's 256 positions.
+PROMPT_MAX_LEN = 200
+RESPONSE_MAX_LEN = 48
 FORMATS = (".jsonl", ".json", ".csv")
 
 
@@ -301,8 +305,8 @@ def load_sft_examples(
     tokenizer,
     split: str = "train",
     n: int | None = None,
-    prompt_max_len: int = 256,
-    generate_max_len: int = 48,
+    prompt_max_len: int = PROMPT_MAX_LEN,
+    generate_max_len: int = RESPONSE_MAX_LEN,
     input_key: str | None = None,
     output_key: str = "summary",
     on_bad_record: str = "error",

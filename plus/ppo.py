@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from kernels import token_logprobs
 from plus import checkpoint
-from plus.data import IGNORE_INDEX, SFTExample
+from plus.data import IGNORE_INDEX, RESPONSE_MAX_LEN, SFTExample
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save, print0,
                                rank_slice, wrap_model)
 from plus.gae import compute_gae, whiten
@@ -102,7 +102,7 @@ class PPOConfig:
     adam_eps: float = 1e-5            # Detail: AdamW eps 1e-5, not the default 1e-8
     max_grad_norm: float = 1.0        # each network's gradient is clipped to this norm
     temperature: float = 0.7          # Detail: sampling and every log-probability at this temperature
-    generate_max_len: int = 48        # response tokens at most (Stiennon: summaries under 48 tokens)
+    generate_max_len: int = RESPONSE_MAX_LEN  # response tokens at most (Stiennon: summaries under 48 tokens)
     missing_eos_penalty: float = -3.0  # score of a response that never ended (see `apply_missing_eos_penalty`)
     reward_clip: float = 10.0         # scores are clipped to [-reward_clip, reward_clip]
     whiten_rewards: bool = False      # Detail: reward whitening off by default

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 
 from plus.bradley_terry import ranking_pairs
-from plus.data import (BadRecords, DataError, PreferencePair, get_text, get_typed, get_value, load_file_records,
-                       response_ids, truncate_prompt, truncate_query)
+from plus.data import (PROMPT_MAX_LEN, RESPONSE_MAX_LEN, BadRecords, DataError, PreferencePair, get_text, get_typed,
+                       get_value, load_file_records, response_ids, truncate_prompt, truncate_query)
 
 
 TRANSCRIPT_CUE = "\n\nAssistant:"  # in a Human/Assistant transcript the reply follows the last one
@@ -243,8 +243,8 @@ def load_preference_pairs(
     tokenizer,
     split: str = "train",
     n: int | None = None,
-    prompt_max_len: int = 200,
-    generate_max_len: int = 48,
+    prompt_max_len: int = PROMPT_MAX_LEN,
+    generate_max_len: int = RESPONSE_MAX_LEN,
     prompt_key: str | None = None,
     chosen_key: str = "chosen",
     rejected_key: str = "rejected",
