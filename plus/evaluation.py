@@ -41,7 +41,7 @@ def heldout(args, tokenizer):
 
     def parse(record, where):
         return (data.prompt_ids(tokenizer, record, args.input_key, args.prompt_max_len, where),
-                data.get_text(record, args.output_key, where))
+                data.get_text(record, args.output_key, where, "--output_key"))
     rows = data.load_file_records(args.dataset, parse, data.BadRecords("error"), limit=args.n_eval)
     return [r[0] for r in rows], [r[1] for r in rows], None
 
