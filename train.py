@@ -66,6 +66,9 @@ STAGE_DEFAULTS = {
 # PLUS on the built-in world: seen users (each gives two training pairs) and new users.
 PLUS_WORLD_USERS = 128
 PLUS_NEW_USERS = 64
+# The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start),
+# at SFT's learning rate.
+PLUS_WARM_START = dict(documents=800, steps=300, batch_size=16, learning_rate=3e-3)
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
 # on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
@@ -228,7 +231,7 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
 
 
-PLUS_FLAGS = ("population", "method", "n_users")
+PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps")
 
 
 def add_plus_args(p: argparse.ArgumentParser) -> None:
@@ -242,6 +245,9 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
                    help="plus: what the reward model reads about the user (default plus; all: every method in turn)")
     p.add_argument("--n_users", type=int, default=None,
                    help=f"plus: seen users of the built-in world (default {PLUS_WORLD_USERS}; two pairs each)")
+    p.add_argument("--warm_start_steps", type=int, default=None,
+                   help=f"plus: minibatches of {PLUS_WARM_START['batch_size']} self-description documents the "
+                        f"summarizer learns from before RL (default {PLUS_WARM_START['steps']}; 0: none)")
 
 
 def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -256,6 +262,8 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                      "(the reward model starts from --init_from, as the summarizer)")
     if args.n_users is not None and args.n_users < 1:
         parser.error("--n_users must be >= 1")
+    if args.warm_start_steps is not None and args.warm_start_steps < 0:
+        parser.error("--warm_start_steps must be >= 0")
     if args.stage == "ppo" and args.resume:
         parser.error("--resume is not supported for --stage ppo (a run is a few minutes; start it again)")
     if args.stage == "ppo" and args.max_epochs != 1:
@@ -555,6 +563,37 @@ def run_ppo(args, ctx: Dist) -> dict:
                      prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
 
 
+def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
+    """The summarizer every PLUS method starts from: the --init_from model warm-started on
+    the world's self-description documents (plus_trainer.warm_start), made once under
+    <out_dir>/plus/summarizer_init and reused while it was made from the same model and
+    settings; --warm_start_steps 0: the --init_from model itself."""
+    from plus import plus_trainer
+    from plus.world import self_description_documents
+
+    steps = PLUS_WARM_START["steps"] if args.warm_start_steps is None else args.warm_start_steps
+    if steps == 0:
+        return init_from
+    n_documents = min(PLUS_WARM_START["documents"], steps * PLUS_WARM_START["batch_size"])
+    made_from = {"init_from": str(init_from), "documents": n_documents, "steps": steps, "seed": args.seed}
+    if (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("warm_start") == made_from:
+        print0(ctx, f"[plus] summarizer: {path} (warm-started from {init_from})")
+        return path
+    model, tokenizer, config = checkpoint.load_gpt(init_from)
+    t0 = time.perf_counter()
+    documents = self_description_documents(n_documents, seed=args.seed)
+    stats = plus_trainer.warm_start(model, tokenizer, documents, steps=steps,
+                                    batch_size=PLUS_WARM_START["batch_size"],
+                                    learning_rate=PLUS_WARM_START["learning_rate"],
+                                    prompt_max_len=model.config.block_size - args.generate_max_len,
+                                    response_max_len=args.generate_max_len, device=args.device, seed=args.seed)
+    checkpoint.save_checkpoint(path, model, {**config, "stage": "plus_summarizer_init", "warm_start": made_from,
+                                             **stats}, tokenizer=tokenizer)
+    print0(ctx, f"[plus] summarizer warm-started on {len(documents)} self-descriptions in "
+                f"{time.perf_counter() - t0:.0f}s (loss {stats['warm_start_loss']:.3f}): {path}")
+    return path
+
+
 def run_plus(args, ctx: Dist) -> dict:
     from dataclasses import fields
 
@@ -564,7 +603,11 @@ def run_plus(args, ctx: Dist) -> dict:
     from plus.world.export import user_records
 
     population = args.population or "p2"
-    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "pretrain"
+    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
+    methods = plus_trainer.METHODS if args.method == "all" else (args.method or "plus",)
+    summarizer_from = init_from  # the methods that read no z from a summarizer never use it
+    if {"plus", "untrained"} & set(methods):
+        summarizer_from = plus_summarizer_init(init_from, Path(args.out_dir) / "plus" / "summarizer_init", args, ctx)
     if args.dataset == "synthetic":
         users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
         records = [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
@@ -576,14 +619,14 @@ def run_plus(args, ctx: Dist) -> dict:
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
                            if getattr(args, f.name, None) is not None})
     result = {}
-    for method in plus_trainer.METHODS if args.method == "all" else (args.method or "plus",):
+    for method in methods:
         torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
-        summarizer, tokenizer, _ = checkpoint.load_gpt(init_from)
-        ref_summarizer, _, _ = checkpoint.load_gpt(init_from)
-        reward_model = RewardModel.from_gpt(summarizer)
+        summarizer, tokenizer, _ = checkpoint.load_gpt(summarizer_from)
+        ref_summarizer, _, _ = checkpoint.load_gpt(summarizer_from)
+        reward_model = RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0])
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
                                              response_max_len=args.generate_max_len)
-        config = {"init_from": str(init_from), "dataset": args.dataset, "population": population, "method": method,
+        config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset, "population": population, "method": method,
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len,
                   "generate_max_len": args.generate_max_len, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}

@@ -142,6 +142,47 @@ def conditioned_pairs(tokenizer, records: list[PlusRecord], zs: list[str | None]
 
 
 # ----------------------------------------------------------------------------------------
+# The summarizer before RL: warm-started on self-descriptions
+
+def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch_size: int, learning_rate: float,
+               prompt_max_len: int, response_max_len: int, device, seed: int = 0) -> dict:
+    """Fine-tune the summarizer on documents that end, after "##Summary", with what their
+    writer wants from a TL;DR (`plus.world.self_description_documents`): the SFT loss
+
+        L = -(1/|z|) sum_t log pi(z_t | c, z_<t)
+
+    on the words after the marker only, for `steps` minibatches of `batch_size` documents
+    (cosine learning rate). So the summarizer has words for z, and the loose link between
+    choices and words the corpus shows, before PLUS's RL; the untrained baseline samples
+    this model. Returns the last minibatch's loss."""
+    from plus.data import SFTExample, collate_sft
+    from plus.sft import sequence_loss_sum
+
+    examples = []
+    for doc in documents:
+        cut = doc.rindex(SUMMARY_MARKER) + len(SUMMARY_MARKER)
+        examples.append(SFTExample(context_prompt_ids(tokenizer, doc[:cut], prompt_max_len),
+                                   response_ids(tokenizer, doc[cut:], response_max_len)))
+    summarizer.to(device).train()
+    optimizer = make_optimizer(summarizer, learning_rate, 0.0)
+    steps_per_epoch = max(1, len(examples) // batch_size)
+    loss = torch.zeros(())
+    for step in range(steps):
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = epoch_order(len(examples), seed, epoch)[offset * batch_size:(offset + 1) * batch_size]
+        set_lr(optimizer, lr_at(step, steps, learning_rate, warmup=max(1, steps // 20)))
+        loss_sum, n = sequence_loss_sum(summarizer, collate_sft([examples[i] for i in order], tokenizer.pad_id),
+                                        device)
+        loss = loss_sum / max(n, 1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(summarizer.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    summarizer.eval()
+    return {"warm_start_loss": float(loss.detach()), "warm_start_documents": len(documents)}
+
+
+# ----------------------------------------------------------------------------------------
 # The summarizer's reward
 
 def summarizer_reward(chosen: torch.Tensor, rejected: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
@@ -345,8 +386,8 @@ def evaluate_run(run_dir: Path, records_by_split: dict[str, list[PlusRecord]], d
                             response_max_len=config["generate_max_len"])
     summarizer = None
     if method in ("plus", "untrained"):
-        summarizer, _, _ = checkpoint.load_gpt(run_dir / "summarizer" if method == "plus" else config["init_from"],
-                                               device)
+        initial = config.get("summarizer_from", config["init_from"])  # the warm-started summarizer
+        summarizer, _, _ = checkpoint.load_gpt(run_dir / "summarizer" if method == "plus" else initial, device)
     out = {}
     for name, records in records_by_split.items():
         zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, seed)

@@ -149,13 +149,17 @@ def test_the_reward_model_update_sees_exactly_the_z_that_were_scored(tok, tmp_pa
 # ---- the command line --------------------------------------------------------------------------
 def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
     policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "pretrain", policy, {"stage": "pretrain", "model": policy.config.to_dict()},
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
                                tokenizer=tok)
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "all", "--n_users", "2",
              "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
              "--micro_train_batch_size", "2", "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len",
-             "240", "--no_progress"]
+             "240", "--warm_start_steps", "2", "--no_progress"]
     assert train.main(flags) == 0
+    warm = checkpoint.load_config(tmp_path / "plus" / "summarizer_init")
+    assert warm["warm_start"]["steps"] == 2 and warm["warm_start"]["documents"] == 2 * 16
+    assert checkpoint.load_config(tmp_path / "plus" / "p2" / "plus" / "reward_model")["summarizer_from"] == str(
+        tmp_path / "plus" / "summarizer_init")
     for method in plus_trainer.METHODS:
         out = tmp_path / "plus" / "p2" / method
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -185,7 +189,7 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
     from plus.world.export import export_plus
 
     policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "pretrain", policy, {"stage": "pretrain", "model": policy.config.to_dict()},
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
                                tokenizer=tok)
     export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--method", "icl", "--max_steps", "2",

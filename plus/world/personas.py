@@ -160,6 +160,11 @@ class Persona:
         return next((a for a in self.attributes if ATTRIBUTES[a].axis == axis), None)
 
 
+def opposite(persona: Persona) -> Persona:
+    """The persona with every pole of `persona` flipped (brief+feelings -> thorough+numbers)."""
+    return Persona(tuple(_OPPOSITE[a] for a in persona.attributes))
+
+
 def _normalize(text: str) -> str:
     text = text.lower().replace("\u2019", "'").replace("-", " ")
     text = re.sub(r"n't\b", " not", text)  # "don't" -> "do not", "can't" -> "ca not"

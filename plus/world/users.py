@@ -38,6 +38,16 @@ seeded like the world's posts (SEED_PREFIX and the id).
 with ##Summary", as the authors' data does; `context_text` as plain text for this
 project's small models (the summaries and choices, without the posts), ending with the
 marker; `parse_summary` takes z back out.
+
+**Self-description documents** are the corpus's texts in which a person shows a few of
+their past choices and then says, in their own words, what they want from a TL;DR: the
+words a summarizer needs for z, and a loose link between choices and words. The person is
+any combination of one to three poles (the populations' personas, the ood ones and
+partial ones alike); the choices are their labeler's, on pairs that a person with every
+pole flipped would have chosen the other way (the choices a person explains are the
+telling ones); and, as people do, they state only some of what they care about (a
+random non-empty subset of their poles, in paraphrase). Their
+posts are the "corpus" split's, which no user reads.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from plus.world.comparisons import PAIR_KINDS
 from plus.world.judge import gold_score
 from plus.world.labelers import LABELER_TAU, Labeler
 from plus.world.perturbations import perturb
-from plus.world.personas import Persona
+from plus.world.personas import AXES, Persona, describe, opposite
 from plus.world.posts import Post, make_post
 from plus.world.references import reference_plan, render_summary, writer_register
 from plus.world.tables import SEED_PREFIX, SyntheticWorldError
@@ -154,10 +164,10 @@ def is_contested(scores: list[tuple[float, float]]) -> bool:
     return len(prefers_a) == 2
 
 
-def _draw_pair(personas: tuple[Persona, ...], split: str, seed: int, role: int, contested: bool,
+def _draw_pair(personas: tuple[Persona, ...], split: str, seed: int, role: int, contested: bool | None,
                rng: random.Random) -> tuple[Post, tuple, tuple, list[tuple[float, float]]]:
-    """A pair of the wanted class (see the module docstring) on a post of the given role
-    (0: even posts, for contexts; 1: odd posts, held out)."""
+    """A pair of the wanted class (see the module docstring; None: either) on a post of the
+    given role (0: even posts, for contexts; 1: odd posts, held out)."""
     kinds, kind_weights = list(PAIR_KINDS), list(PAIR_KINDS.values())
     for _ in range(MAX_POSTS):
         post = make_post(2 * rng.randrange(POSTS_PER_ROLE) + role, split, seed)
@@ -167,7 +177,7 @@ def _draw_pair(personas: tuple[Persona, ...], split: str, seed: int, role: int, 
             if a.split()[:30] == b.split()[:30]:  # what a 48-token model sees, as comparisons.py
                 continue
             scores = score_pair(post, a, b, personas)
-            if all(abs(sa - sb) > 1e-9 for sa, sb in scores) and is_contested(scores) == contested:
+            if all(abs(sa - sb) > 1e-9 for sa, sb in scores) and contested in (None, is_contested(scores)):
                 return post, (a, b), (note_a, note_b), scores
     raise SyntheticWorldError(f"no {'contested' if contested else 'shared'} pair in {MAX_POSTS} posts")
 
@@ -266,3 +276,35 @@ def parse_summary(text: str) -> str:
     `context_text`, which ends with the marker, is therefore z as it is."""
     z = text.split(SUMMARY_MARKER)[-1].strip()
     return z[1:].strip() if z.startswith(":") else z
+
+
+# ---- self-description documents ---------------------------------------------------------------
+@dataclass(frozen=True)
+class SelfDescription:
+    """A corpus document: a person's past choices, and what they say they want."""
+
+    persona: Persona
+    context: tuple[UserComparison, ...]
+    stated: tuple[str, ...]  # the poles the words state, a non-empty subset of the persona's
+    text: str  # context_text(context) + " " + the words
+
+
+def self_description_document(index: int, seed: int = 0) -> SelfDescription:
+    """Document `index` of the self-description corpus (see the module docstring)."""
+    rng = random.Random(f"{SEED_PREFIX}/users/self_description/{seed}/{index}")
+    axes = rng.sample(list(AXES), rng.randint(1, len(AXES)))
+    persona = Persona(tuple(rng.choice(AXES[axis]) for axis in axes))
+    labeler = Labeler(LABELER_TAU, seed=rng.randrange(2**31), weights=persona.weights)
+    context = []
+    for _ in range(rng.randint(*CONTEXT_SIZES)):
+        post, texts, notes, scores = _draw_pair((persona, opposite(persona)), "corpus", seed, 0, True, rng)
+        sa, sb = scores[0]
+        context.append(UserComparison(post, texts, notes, (sa, sb), True, choice=labeler.choose_scores(sa, sb),
+                                      gold_choice=0 if sa > sb else 1))
+    stated = tuple(rng.sample(persona.attributes, rng.randint(1, len(persona.attributes))))
+    return SelfDescription(persona, tuple(context), stated, context_text(context) + " " + describe(stated, rng))
+
+
+def self_description_documents(n: int, start: int = 0, seed: int = 0) -> list[str]:
+    """The texts of documents start .. start+n-1 of the self-description corpus."""
+    return [self_description_document(i, seed).text for i in range(start, start + n)]

@@ -1,0 +1,77 @@
+"""The self-description corpus (plus/world/users.py) and the summarizer's warm start on it
+(plus/plus_trainer.py): documents checked against the gold judge and the judge of z, and
+the warm start's loss against log-probabilities computed by hand from the logits."""
+
+import math
+
+import torch
+
+from plus import plus_trainer
+from plus.gpt import GPT, GPTConfig
+from plus.tokenizer import Tokenizer
+from plus.world import AXES, SUMMARY_MARKER, gold_score, stated_attributes
+from plus.world.labelers import LABELER_TAU
+from plus.world.personas import opposite
+from plus.world.users import self_description_document, self_description_documents
+
+
+def test_documents_state_a_subset_of_the_persona_after_telling_choices():
+    for i in range(12):
+        doc = self_description_document(i, seed=3)
+        assert doc == self_description_document(i, seed=3)  # regenerates from (seed, index)
+        assert set(doc.stated) <= set(doc.persona.attributes) and doc.stated
+        context, words = doc.text.rsplit(SUMMARY_MARKER, 1)
+        # the judge of z reads exactly the stated poles in the words, and nothing else
+        assert stated_attributes(words) == {axis: {p for p in doc.stated if p in poles} for axis, poles in
+                                            AXES.items()}
+        assert 2 <= len(doc.context) <= 4
+        for c in doc.context:
+            mine = [gold_score(c.post, s, doc.persona.weights) for s in c.summaries]
+            flipped = [gold_score(c.post, s, opposite(doc.persona).weights) for s in c.summaries]
+            assert (mine[0] > mine[1]) != (flipped[0] > flipped[1])  # contested with the flipped persona
+            assert c.gold_choice == (0 if mine[0] > mine[1] else 1)
+            assert f"Summary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\nI chose {'AB'[c.choice]}." in context
+            assert c.post.id.split("-")[1] == "corpus"
+    assert self_description_documents(3, start=2, seed=3) == [self_description_document(i, 3).text for i in (2, 3, 4)]
+
+
+def test_opposite_flips_every_pole():
+    from plus.world import Persona
+    assert opposite(Persona(("brief", "numbers", "casual"))).attributes == ("thorough", "feelings", "formal")
+    assert opposite(Persona(("formal",))).attributes == ("casual",)
+
+
+def test_labelers_of_documents_choose_at_the_persona_rate():
+    """The choices follow the persona's labeler: over many documents, the share that agree
+    with the gold choice matches the mean of sigmoid(|gap| / tau) within 4 standard errors."""
+    docs = [self_description_document(i) for i in range(60)]
+    pairs = [c for d in docs for c in d.context]
+    agree = sum(c.choice == c.gold_choice for c in pairs)
+    expected = sum(1 / (1 + math.exp(-abs(c.scores[0] - c.scores[1]) / LABELER_TAU)) for c in pairs)
+    var = sum(p * (1 - p) for p in (1 / (1 + math.exp(-abs(c.scores[0] - c.scores[1]) / LABELER_TAU))
+                                    for c in pairs))
+    assert abs(agree - expected) <= 4 * math.sqrt(var)
+
+
+def test_warm_start_loss_is_the_mean_log_loss_of_the_words_after_the_marker():
+    texts = ["Summary A: short one\nSummary B: a much longer one\nI chose A.\n\nWhat I want: ##Summary Keep it short.",
+             "I chose B.\n\nWhat I want: ##Summary Give me the numbers."]
+    tokenizer = Tokenizer.train(texts * 20, vocab_size=300, min_frequency=1)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16))
+    # by hand: -log p of " words" + EOS given the text up to the marker, over both documents
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for t in texts:
+            cut = t.rindex(SUMMARY_MARKER) + len(SUMMARY_MARKER)
+            prompt, target = tokenizer.encode(t[:cut]), tokenizer.encode(" " + t[cut:].strip()) + [tokenizer.eos_id]
+            ids = torch.tensor([prompt + target])
+            logp = torch.log_softmax(model.logits(model(ids))[0].double(), -1)
+            for j, tok in enumerate(target):
+                total -= float(logp[len(prompt) - 1 + j, tok])
+                count += 1
+    out = plus_trainer.warm_start(model, tokenizer, texts, steps=1, batch_size=2, learning_rate=0.0,
+                                  prompt_max_len=80, response_max_len=16, device="cpu")
+    # float32 forward over ~40 positions: per-token log-probs agree to ~1e-6 relative
+    assert math.isclose(out["warm_start_loss"], total / count, rel_tol=1e-5, abs_tol=1e-5)
+    assert out["warm_start_documents"] == 2
