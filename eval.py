@@ -47,16 +47,33 @@ against copies of it with one stated fact given a wrong value
 prefers the reference (swap_agreement). Only the post tells the two apart, so this is
 the plainest test of whether a reward model checks a summary against its post.
 
-For PLUS (`--stage plus`, plus/plus_trainer.py) each run's reward model scores the
+For PLUS (`--stage plus`, plus/plus_evaluation.py) each run's reward model scores the
 held-out comparisons of the seen users it trained on (other posts than their training
-pairs) and of --n_new_users new users, each comparison conditioned on the method's z, and
-reports the accuracy against the user's noiseless gold choice with a 95% Wilson interval
-at plus.<population>.<method>.<seen|new>.accuracy; how well z states the user's persona
-(plus.world.summary_attribute_accuracy: +1 per attribute right, -1 per attribute wrong or
-extra, over the persona's attributes; mean over new users) at
-plus.<population>.<method>.summary_attribute_accuracy; and three z per persona. A run
-on p4 is also scored on the ood population's new users (plus.p4.<method>.ood), persona
-combinations it never saw.
+pairs) and of --n_new_users new users, each comparison conditioned on the method's z
+(bt: none, icl: the raw context, untrained: a sample of the initial summarizer, plus: a
+sample of the trained one, oracle: the persona's own text), against the user's noiseless
+gold choice. report.json holds, for population `pets`, `p2`, `p4` or `ood` and method
+`bt`, `icl`, `untrained`, `plus` or `oracle`:
+
+* plus.<population>.<method>.<seen|new>.accuracy, with .ci95 (Wilson, 95%) and .n_pairs;
+* plus.<population>.<method>.summary_attribute_accuracy: how well z states the new users'
+  personas (plus.world.summary_attribute_accuracy: +1 per attribute right, -1 per
+  attribute wrong or extra, over the persona's attributes; the mean), with
+  .summary_all_correct (the share of z with every attribute right) and .z_tokens (z's
+  mean length in tokens); the same per split under <seen|new>;
+* plus.<population>.<method>.curves: {step, rm_accuracy[, summarizer_reward]}, the run's
+  metrics.jsonl per update (under the population the run trained on);
+* plus.<population>.transfer.<plus|untrained>.<seen|new>.accuracy: the oracle's reward
+  model reading PLUS's (or the untrained summarizer's) z, where both runs exist;
+* plus.<population>.examples.<persona>: three new users' z before RL (the initial
+  summarizer) and after (PLUS's summarizer), with each z's score.
+
+`ood` is a population of new users only, whose persona combinations no run trained on:
+plus.ood.<method>.new is the run trained on p4 (the population that holds every pole of
+every axis, in other combinations), so plus.ood.<method> has no `seen` and no curves.
+report.md shows these as tables, and the curves as plus_curves.png when matplotlib is
+installed.
+
 """
 
 from __future__ import annotations
@@ -76,10 +93,11 @@ from plus.preference_flags import add_preference_args
 PLUS_STAGE = "plus"
 
 
-def evaluate_plus(args, plus_dir: Path) -> dict:
-    """{population: {method: {"seen", "new"[, "ood"], "summary_attribute_accuracy"}}} for
-    every run under <out_dir>/plus (see the module docstring)."""
-    from plus.plus_trainer import evaluate_run
+def evaluate_plus(args, out_dir: Path, report: dict) -> None:
+    """Fill report["plus"] (`plus.plus_evaluation.evaluate_population`'s results by
+    population, see the module docstring) for every run under <out_dir>/plus, and
+    report["plus_curves_plot"] where the curves could be plotted."""
+    from plus.plus_evaluation import evaluate_population, plot_curves
     from plus.world import make_users
     from plus.world.export import user_records
 
@@ -87,24 +105,30 @@ def evaluate_plus(args, plus_dir: Path) -> dict:
         return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in make_users(population, split, n, seed=seed)
                 for r in user_records(u)]
 
-    out = {}
-    for run_dir in sorted(p.parent for p in plus_dir.glob("*/*/reward_model")):
+    groups: dict[tuple, dict[str, Path]] = {}  # runs trained on the same users, by method
+    for run_dir in sorted(p.parent for p in (out_dir / PLUS_STAGE).glob("*/*/reward_model")):
         config = checkpoint.load_config(run_dir / "reward_model")
         if config["dataset"] != "synthetic":
             print(f"[eval] {run_dir}: trained on {config['dataset']}, not the built-in world: skipped")
             continue
-        population, seed = config["population"], config["seed"]
-        sets = {"seen": records(population, "train", config["n_users"], seed),
-                "new": records(population, "test", args.n_new_users, seed)}
-        if population == "p4":
-            sets["ood"] = records("ood", "test", args.n_new_users, seed)
-        result = evaluate_run(run_dir, sets, args.device, args.seed)
-        if "summary_attribute_accuracy" in result["new"]:
-            result["summary_attribute_accuracy"] = result["new"]["summary_attribute_accuracy"]
-        out.setdefault(population, {})[config["method"]] = result
-        print(f"[eval] plus {population} {config['method']}: " + ", ".join(
-            f"{name} {r['accuracy']:.3f}" for name, r in result.items() if isinstance(r, dict)))
-    return out
+        groups.setdefault((config["population"], config["n_users"], config["seed"]), {})[config["method"]] = run_dir
+    out: dict[str, dict] = {}
+    for (population, n_users, seed), run_dirs in groups.items():
+        sets = {(population, "seen"): records(population, "train", n_users, seed),
+                (population, "new"): records(population, "test", args.n_new_users, seed)}
+        if population == "p4":  # new persona combinations, scored by the models trained on p4
+            sets["ood", "new"] = records("ood", "test", args.n_new_users, seed)
+        for name, result in evaluate_population(run_dirs, sets, args.device, args.seed).items():
+            out.setdefault(name, {}).update(result)
+            print(f"[eval] plus {name}: " + "; ".join(
+                f"{method} " + ", ".join(f"{split} {r[split]['accuracy']:.3f}" for split in ("seen", "new")
+                                         if split in r) for method, r in result.items() if method in run_dirs))
+    report["plus"] = out
+    report.pop("plus_curves_plot", None)
+    plot = out_dir / "eval" / "plus_curves.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    if plot_curves(out, plot):
+        report["plus_curves_plot"] = plot.name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +183,7 @@ def main(argv=None) -> int:
         if REWARD_STAGE in stages:
             report["reward_model"] = evaluate_reward_model(args, out_dir / REWARD_STAGE)
         if PLUS_STAGE in stages:
-            report["plus"] = evaluate_plus(args, out_dir / PLUS_STAGE)
+            evaluate_plus(args, out_dir, report)
     except (data.DataError, checkpoint.CheckpointError) as e:
         print_error(str(e))
         return 1

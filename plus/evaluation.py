@@ -262,6 +262,10 @@ def write_markdown(report: dict, path: Path) -> None:
         lines += policy_markdown(report)
     if "reward_model" in report:
         lines += ([""] if report["policy"] else []) + reward_markdown(report["reward_model"])
+    if report.get("plus"):
+        from plus.plus_evaluation import plus_markdown
+
+        lines += ([""] if len(lines) > 2 else []) + plus_markdown(report["plus"], report.get("plus_curves_plot"))
     path.write_text("\n".join(lines) + "\n")
 
 

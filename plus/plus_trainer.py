@@ -65,10 +65,9 @@ from plus.data import (DataError, PlusRecord, PreferencePair, collate_shared_pro
                        response_ids, truncate_prompt, truncate_query)
 from plus.distributed import Dist, print0
 from plus.generate import sample_texts
-from plus.metrics import win_rate
 from plus.reward_trainer import pair_forward, pair_rows, score
 from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
-from plus.world.personas import Persona, summary_attribute_accuracy
+from plus.world.personas import Persona
 from plus.world.users import SUMMARY_MARKER, parse_summary
 
 PREFERENCE_CUE = ("Here is the summary of my preferences based on previous conversations: {z} "
@@ -344,56 +343,3 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
     print0(ctx, f"[plus] {method}: {cfg.max_steps} updates of {cfg.rollout_batch_size} users in "
                 f"{time.perf_counter() - t0:.0f}s")
     return last
-
-
-# ----------------------------------------------------------------------------------------
-# Held-out accuracy
-
-def evaluate(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | None], settings: PlusSettings,
-             device) -> dict:
-    """The reward model's accuracy on the records' evaluation pairs (eval_chosen is the
-    user's gold choice), each conditioned on its z, with a Wilson 95% interval; and, where
-    records name a persona and z is text, how well z states the persona's attributes
-    (`summary_attribute_accuracy`: mean score, and the share of z that state every
-    attribute correctly)."""
-    pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
-    rewards = score(reward_model, pair_rows(pairs), tokenizer.pad_id, settings.eval_batch_size, device, raw=True)
-    n = len(pairs)
-    hits = ((rewards[:n] > rewards[n:]).double() + 0.5 * (rewards[:n] == rewards[n:]).double()).tolist()
-    accuracy, (low, high) = win_rate(hits)
-    out = {"accuracy": accuracy, "ci95": [low, high], "n_pairs": n}
-    judged = [summary_attribute_accuracy(z, Persona(tuple(r.persona.split("+"))))
-              for r, z in zip(records, zs) if z is not None and r.persona]
-    if judged:
-        out["summary_attribute_accuracy"] = sum(j["score"] for j in judged) / len(judged)
-        out["summary_all_correct"] = sum(j["score"] == 1.0 for j in judged) / len(judged)
-    return out
-
-
-
-def evaluate_run(run_dir: Path, records_by_split: dict[str, list[PlusRecord]], device="cpu", seed: int = 0,
-                 n_examples: int = 3) -> dict:
-    """`evaluate` for each named set of records, with the reward model of a
-    `<out_dir>/plus/<population>/<method>` run and that method's z: for PLUS sampled from
-    the trained summarizer, for `untrained` from the initial one (at PPO's temperature,
-    seeded); plus n_examples z per persona of each set."""
-    from plus.reward_head import load_reward_model
-
-    reward_model, tokenizer, config = load_reward_model(run_dir / "reward_model", device)
-    method = config["method"]
-    cfg = ppo.PPOConfig(**{**config["ppo"], "device": str(device)})
-    settings = PlusSettings(method=method, prompt_max_len=config["prompt_max_len"],
-                            response_max_len=config["generate_max_len"])
-    summarizer = None
-    if method in ("plus", "untrained"):
-        initial = config.get("summarizer_from", config["init_from"])  # the warm-started summarizer
-        summarizer, _, _ = checkpoint.load_gpt(run_dir / "summarizer" if method == "plus" else initial, device)
-    out = {}
-    for name, records in records_by_split.items():
-        zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, seed)
-        examples: dict[str, list] = {}
-        for r, z in zip(records, zs):
-            if z is not None and len(examples.setdefault(r.persona, [])) < n_examples:
-                examples[r.persona].append(z)
-        out[name] = {**evaluate(reward_model, tokenizer, records, zs, settings, device), "examples": examples}
-    return out
