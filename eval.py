@@ -74,6 +74,9 @@ every axis, in other combinations), so plus.ood.<method> has no `seen` and no cu
 report.md shows these as tables, and the curves as plus_curves.png when matplotlib is
 installed.
 
+Each evaluation replaces the sections it evaluates and keeps the others of an existing
+report.json (an `eval.py --stage plus` leaves the policies' and the reward model's rows
+as they were, and the reverse); report.md is written from the whole report.
 """
 
 from __future__ import annotations
@@ -131,6 +134,20 @@ def evaluate_plus(args, out_dir: Path, report: dict) -> None:
         report["plus_curves_plot"] = plot.name
 
 
+def previous_report(path: Path) -> dict:
+    """The report an earlier run wrote, whose sections this run keeps where it does not
+    evaluate them (a policy, the reward model, PLUS); a fresh one where there is none."""
+    report = {}
+    if path.is_file():
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            print(f"[eval] {path}: unreadable, written anew")
+    if not isinstance(report, dict):
+        report = {}
+    return {"policy": {}, "samples": {}, **report}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -174,11 +191,12 @@ def main(argv=None) -> int:
     if not stages:
         print_error(f"{out_dir}: no checkpoints to evaluate (run train.py first)")
         return 1
-    report = {"dataset": args.dataset, "n_eval": args.n_eval, "temperature": args.temperature,
-              "policy": {}, "samples": {}}
+    eval_dir = out_dir / "eval"
+    report = previous_report(eval_dir / "report.json")
     try:
         policies = [s for s in stages if s in POLICY_STAGES]
         if policies:
+            report.update(dataset=args.dataset, n_eval=args.n_eval, temperature=args.temperature)
             evaluate_policies(args, out_dir, policies, report)
         if REWARD_STAGE in stages:
             report["reward_model"] = evaluate_reward_model(args, out_dir / REWARD_STAGE)
@@ -187,7 +205,6 @@ def main(argv=None) -> int:
     except (data.DataError, checkpoint.CheckpointError) as e:
         print_error(str(e))
         return 1
-    eval_dir = out_dir / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_markdown(report, eval_dir / "report.md")

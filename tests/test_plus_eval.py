@@ -2,7 +2,7 @@
 interval with a reward model whose scores are known by hand, the judge of z on hand-made
 z, the curves against the metrics lines written, and, on tiny runs of every method, each
 number of report.json recomputed pair by pair, the ood population, transfer, examples,
-and report.md's tables."""
+report.md's tables, and sections of the report kept across evaluations."""
 
 import importlib.util
 import json
@@ -276,3 +276,25 @@ def test_report_md_columns_follow_the_populations(tmp_path):
     assert "| method | pets new | p2 seen | p2 new | ood new |" in md
     assert "| bt | 75.0 [50.0, 90.0] |  |  |  |" in md
     assert "| plus |  | 75.0 [50.0, 90.0] | 75.0 [50.0, 90.0] | 75.0 [50.0, 90.0] |" in md
+
+
+def test_report_sections_accumulate_across_evaluations(runs):
+    report_path, md_path = runs / "eval" / "report.json", runs / "eval" / "report.md"
+    plus = json.loads(report_path.read_text())["plus"]
+    policy = ["--out_dir", str(runs), "--stage", "sft", "--n_eval", "2", "--batch_size", "2",
+              "--generate_max_len", "4"]
+    assert evaluate_cli.main(policy) == 0  # a policy evaluation keeps the PLUS section
+    report = json.loads(report_path.read_text())
+    assert report["plus"] == plus and set(report["policy"]) == {"sft"} and report["n_eval"] == 2
+    md = md_path.read_text()
+    assert "## Policies" in md and "## PLUS" in md
+    # A reward-model section, as an `eval.py --stage rm` would have left it.
+    report["reward_model"] = {"dataset": "valid", "datasets": {"valid": {"n_pairs": 2, "gold_agreement": 0.5}},
+                              "train_reference_mean": None, "calibration": []}
+    report_path.write_text(json.dumps(report))
+    assert evaluate_cli.main(["--out_dir", str(runs), "--stage", "plus", "--n_new_users", str(N_NEW)]) == 0
+    again = json.loads(report_path.read_text())  # and a PLUS evaluation keeps the policy's and the reward model's
+    assert again["policy"] == report["policy"] and again["reward_model"] == report["reward_model"]
+    assert again["plus"] == plus and again["n_eval"] == 2
+    md = md_path.read_text()
+    assert "## Policies" in md and "## Reward model" in md and "| valid | 2 | 0.500 |" in md and "## PLUS" in md
