@@ -342,12 +342,12 @@ def plot_curves(plus: dict, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(len(populations), 2, figsize=(9, 3 * len(populations)), squeeze=False)
     for (accuracy_axis, reward_axis), population in zip(axes, populations):
-        for method in METHODS:
+        for i, method in enumerate(METHODS):  # a method has one color in every panel
             curves = plus[population].get(method, {}).get("curves", {})
             if "rm_accuracy" in curves:
-                accuracy_axis.plot(curves["step"], curves["rm_accuracy"], label=method)
+                accuracy_axis.plot(curves["step"], curves["rm_accuracy"], color=f"C{i}", label=method)
             if "summarizer_reward" in curves:
-                reward_axis.plot(curves["step"], curves["summarizer_reward"], label=method)
+                reward_axis.plot(curves["step"], curves["summarizer_reward"], color=f"C{i}", label=method)
         accuracy_axis.set_title(f"{population}: reward model accuracy (training pairs)", fontsize=9)
         reward_axis.set_title(f"{population}: summarizer reward", fontsize=9)
         accuracy_axis.legend(fontsize=7)
