@@ -1,5 +1,6 @@
 """PLUS evaluation: each method's reward model against each user's own gold choice, and
-what the summaries z say about the users (Nam et al. 2025, their Tables 1-3).
+what the summaries z say about the users (Nam et al. 2025: held-out reward-model
+accuracy by method and benchmark, Pets-OOD, the summaries themselves).
 
 A user u has a persona, whose noiseless gold judge prefers one response of each held-out
 comparison (x, y_a, y_b): y_u^+ (the record's eval_chosen), the other y_u^-. A method's
