@@ -30,8 +30,13 @@ For the PPO policy also:
   keeps rising with KL; where the gold score stops following it, the policy exploits
   the reward model's errors.
 
-On a file of your own (--dataset, OpenAI TL;DR format) there is no gold judge: ROUGE,
-length and EOS rate are reported.
+On a file of your own there is no gold judge: ROUGE, length and EOS rate are reported.
+Data flags left unset (--dataset, the keys, the length caps, --on_bad_record) are those the
+checkpoint trained with, from its config.json: the policies are evaluated on the prompts
+the SFT policy held out of its training file (or on its first --eval_dataset file), and a
+reward model on its training --eval_dataset files (or, with none, on its training file,
+which the report says). report.json's dataset, n_eval and prompts say which prompts were
+used and how many. `--init_from DIR` evaluates that checkpoint instead of <out_dir>/<stage>.
 
 For the reward model (rm) it scores held-out comparisons (--eval_dataset, default
 --n_pairs of the world's valid split; each file is reported separately) and reports, as
@@ -90,7 +95,8 @@ import torch
 
 from plus import checkpoint, data
 from plus.cli import ArgumentParser, print_error
-from plus.evaluation import POLICY_STAGES, REWARD_STAGE, evaluate_policies, evaluate_reward_model, write_markdown
+from plus.evaluation import (POLICY_STAGES, REWARD_STAGE, checkpoint_dir, evaluate_policies, evaluate_reward_model,
+                             write_markdown)
 from plus.preference_flags import add_preference_args
 
 PLUS_STAGE = "plus"
@@ -153,14 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
                                 allow_abbrev=False)
     p.add_argument("--out_dir", default="runs/demo")
     p.add_argument("--stage", choices=POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE), default=None,
-                   help="evaluate one stage (default: all present)")
-    p.add_argument("--dataset", default="synthetic", help="'synthetic' (the world's test split) or a TL;DR file")
-    p.add_argument("--input_key", default=None)
-    p.add_argument("--output_key", default="summary")
-    p.add_argument("--n_eval", type=int, default=400, help="held-out posts")
+                   help="evaluate one stage (default: all present; with --init_from, the checkpoint's)")
+    p.add_argument("--init_from", default=None,
+                   help="evaluate this checkpoint instead of <out_dir>/<stage> (the report still goes to "
+                        "<out_dir>/eval)")
+    # Data flags left unset take what the checkpoint was trained with (its config.json): the
+    # SFT policy's for the policies, the reward model's for rm.
+    p.add_argument("--dataset", default=None,
+                   help="'synthetic' (the world's test split) or a file of prompts and references (default: the "
+                        "prompts the SFT policy held out of its training file, or its data)")
+    p.add_argument("--input_key", default=None, help="prompt field (default: the one the checkpoint trained with)")
+    p.add_argument("--output_key", default=None,
+                   help="reference field (default: the one the checkpoint trained with, else 'summary')")
+    p.add_argument("--n_eval", type=int, default=400, help="held-out prompts at most")
     p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--prompt_max_len", type=int, default=data.PROMPT_MAX_LEN)
-    p.add_argument("--generate_max_len", type=int, default=data.RESPONSE_MAX_LEN)
+    p.add_argument("--prompt_max_len", type=int, default=None,
+                   help=f"default: the checkpoint's, else {data.PROMPT_MAX_LEN}")
+    p.add_argument("--generate_max_len", type=int, default=None,
+                   help=f"default: the checkpoint's, else {data.RESPONSE_MAX_LEN}")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--reward_pretrain", default=None,
                    help="reward model for proxy_reward (default: the one PPO used, else <out_dir>/rm)")
@@ -173,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rm on the world: valid posts whose reference is scored against its one-fact swaps")
     p.add_argument("--n_new_users", type=int, default=64,
                    help="plus: new users (the world's test split) per population")
-    p.add_argument("--on_bad_record", choices=("error", "skip"), default="error")
+    p.add_argument("--on_bad_record", choices=("error", "skip"), default=None,
+                   help="default: the checkpoint's, else error")
     add_preference_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -186,6 +203,17 @@ def main(argv=None) -> int:
     if args.n_swap_posts < 0:
         parser.error("--n_swap_posts must be >= 0")
     out_dir = Path(args.out_dir)
+    if args.init_from and args.stage == PLUS_STAGE:
+        parser.error("--init_from names one checkpoint; --stage plus evaluates the runs under <out_dir>/plus")
+    if args.init_from and args.stage is None:
+        try:
+            args.stage = checkpoint.load_config(args.init_from).get("stage")
+        except checkpoint.CheckpointError as e:
+            print_error(str(e))
+            return 1
+        if args.stage not in POLICY_STAGES + (REWARD_STAGE,):
+            parser.error(f"--init_from {args.init_from} is a {args.stage or 'model'} checkpoint: name what to "
+                         f"evaluate it as with --stage {{{','.join(POLICY_STAGES + (REWARD_STAGE,))}}}")
     stages = [args.stage] if args.stage else [s for s in POLICY_STAGES + (REWARD_STAGE, PLUS_STAGE)
                                               if (out_dir / s).exists()]
     if not stages:
@@ -196,10 +224,10 @@ def main(argv=None) -> int:
     try:
         policies = [s for s in stages if s in POLICY_STAGES]
         if policies:
-            report.update(dataset=args.dataset, n_eval=args.n_eval, temperature=args.temperature)
+            report["temperature"] = args.temperature
             evaluate_policies(args, out_dir, policies, report)
         if REWARD_STAGE in stages:
-            report["reward_model"] = evaluate_reward_model(args, out_dir / REWARD_STAGE)
+            report["reward_model"] = evaluate_reward_model(args, checkpoint_dir(args, REWARD_STAGE))
         if PLUS_STAGE in stages:
             evaluate_plus(args, out_dir, report)
     except (data.DataError, checkpoint.CheckpointError) as e:

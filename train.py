@@ -25,7 +25,7 @@ import torch
 from plus import checkpoint, data, preferences
 from plus.cli import ArgumentParser, print_error
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
-from plus.preference_flags import add_preference_args, preference_options
+from plus.preference_flags import PREFERENCE_FLAGS, add_preference_args, preference_options
 from plus.training import DTYPES, Preempted, resolve_dtype
 from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
@@ -310,8 +310,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         parser.error("--resume applies to one stage; name it with --stage")
     if args.stage == "pretrain" and args.init_from:
         parser.error("--stage pretrain starts from scratch; --init_from applies to later stages")
-    file_flags = [f for f in ("prompt_key", "chosen_key", "rejected_key", "margin_key", "apply_chat_template", "domain")
-                  if getattr(args, f)]
+    file_flags = [f for f in PREFERENCE_FLAGS if getattr(args, f)]
     rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward", "summaries_per_post")
                              if getattr(args, f)] + (["token_surprise"] if args.token_surprise is not None else [])
     if args.stage not in ("rm", "all") and rm_flags:
@@ -452,9 +451,12 @@ def run_sft(args, ctx: Dist) -> dict:
     eval_batches = [data.collate_sft(eval_examples[i:i + args.micro_train_batch_size], tokenizer.pad_id)
                     for i in range(0, len(eval_examples), args.micro_train_batch_size)][ctx.rank::ctx.world_size]
     config = {"stage": "sft", "model": model.config.to_dict(), "init_from": str(init_from), "dataset": args.dataset,
+              "input_key": args.input_key, "output_key": args.output_key, "on_bad_record": args.on_bad_record,
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
               "references_per_post": per_post, "eval_dataset": args.eval_dataset or
-              (f"{held_out} prompts of {args.dataset}, held out" if held_out is not None else "synthetic")}
+              (f"{held_out} prompts of {args.dataset}, held out" if held_out is not None else "synthetic"),
+              # what eval.py needs to draw the same held-out prompts (data.hold_out)
+              **({"held_out": {"max_prompts": args.n_eval, "seed": args.seed}} if held_out else {})}
     return sft.train(stage="sft", model=model, tokenizer=tokenizer, dataset_size=len(groups), get_batch=get_batch,
                      eval_batches=eval_batches, out_dir=out_dir, ctx=ctx, args=args, config=config,
                      unit=f"prompts with {len(examples)} responses" if len(groups) < len(examples) else "examples")
@@ -509,6 +511,8 @@ def run_rm(args, ctx: Dist) -> dict:
     config = {"stage": "rm", "init_from": str(init_from), "dataset": args.dataset, "n_pairs": len(pairs),
               **({"summaries_per_post": per_post} if args.dataset == "synthetic" else {}),
               "prompt_max_len": args.prompt_max_len, "generate_max_len": args.generate_max_len,
+              "eval_dataset": args.eval_dataset, "on_bad_record": args.on_bad_record,
+              **({k: getattr(args, k) for k in PREFERENCE_FLAGS} if args.dataset != "synthetic" else {}),
               "lm_loss_coeff": args.lm_loss_coeff, "normalize_reward": args.normalize_reward,
               "token_surprise": isinstance(model, SurpriseRewardModel),
               "references": "world reference summaries of the training posts" if args.dataset == "synthetic"

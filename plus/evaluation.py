@@ -14,8 +14,10 @@ The functions take eval.py's parsed flags (`args`) where they need its settings.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -25,25 +27,83 @@ from plus import checkpoint, data, preferences
 from plus.generate import Samples, decode_responses, generate, left_pad
 from plus.metrics import rouge_scores, win_rate
 from plus.ppo import response_lists, reward_model_scorer
-from plus.preference_flags import preference_options
+from plus.preference_flags import PREFERENCE_FLAGS, preference_options
 
 POLICY_STAGES = ("sft", "ppo")
 REWARD_STAGE = "rm"
 
+# The flags that say how a checkpoint's data is read, with the world's values: a flag the
+# user leaves unset takes what the checkpoint's config.json recorded at training, else these.
+POLICY_DATA_FLAGS = dict(dataset="synthetic", input_key=None, output_key="summary",
+                         prompt_max_len=data.PROMPT_MAX_LEN, generate_max_len=data.RESPONSE_MAX_LEN,
+                         on_bad_record="error")
+REWARD_DATA_FLAGS = dict(prompt_max_len=data.PROMPT_MAX_LEN, generate_max_len=data.RESPONSE_MAX_LEN,
+                         on_bad_record="error", **dict.fromkeys(PREFERENCE_FLAGS))
+
+
+def checkpoint_dir(args, stage: str) -> Path:
+    """The checkpoint evaluated for `stage`: --init_from, else <out_dir>/<stage>."""
+    return Path(args.init_from) if args.init_from else Path(args.out_dir) / stage
+
+
+def trained_with(args, config: dict, defaults: dict) -> argparse.Namespace:
+    """`args` where each flag of `defaults` the user left unset (None, or a switch left off)
+    holds the value `config` (a checkpoint's config.json) recorded, else the default."""
+    merged = argparse.Namespace(**vars(args))
+    for flag, default in defaults.items():
+        if getattr(args, flag) in (None, False):
+            setattr(merged, flag, default if config.get(flag) is None else config[flag])
+    return merged
+
+
+def policy_data_args(args, config: dict) -> argparse.Namespace:
+    """The flags the policies are evaluated with, from the SFT policy's `config` where the
+    user left them unset: its data keys and caps, and as the prompts the first file it was
+    evaluated on during training, else the prompts it held out of its training file
+    (`held_out`), else its training data (the world's test split for the world)."""
+    merged = trained_with(args, config, POLICY_DATA_FLAGS)
+    merged.held_out = None
+    if args.dataset is None and isinstance(config.get("eval_dataset"), list):
+        merged.dataset = config["eval_dataset"][0]
+    elif args.dataset is None:
+        merged.held_out = config.get("held_out")
+        if merged.held_out is None and merged.dataset != "synthetic":
+            print(f"[eval] the SFT policy held no prompts out of {merged.dataset}: evaluated on prompts it "
+                  "trained on (--dataset names another file)")
+    return merged
+
+
+class Reference(NamedTuple):
+    prompt: list[int]  # the prompt's token ids, cut as in training
+    text: str          # its reference response
+
 
 def heldout(args, tokenizer):
-    """(prompt token lists, reference summaries, world Posts or None)."""
+    """(prompt token lists, reference summaries, world Posts or None, what the prompts are).
+    On the file SFT trained on, the prompts it held out (`args.held_out`: data.hold_out
+    drawn again over the same records, keys, caps and seed), each with its first reference;
+    on any other file, its first --n_eval records."""
     if args.dataset == "synthetic":
         from plus.world import World
         posts = World(args.seed).posts("test", args.n_eval)
         prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
-        return prompts, [p.summary for p in posts], posts
+        return prompts, [p.summary for p in posts], posts, "the world's test split"
 
     def parse(record, where):
-        return (data.prompt_ids(tokenizer, record, args.input_key, args.prompt_max_len, where),
-                data.get_text(record, args.output_key, where, "--output_key"))
-    rows = data.load_file_records(args.dataset, parse, data.BadRecords("error"), limit=args.n_eval)
-    return [r[0] for r in rows], [r[1] for r in rows], None
+        return Reference(data.prompt_ids(tokenizer, record, args.input_key, args.prompt_max_len, where),
+                         data.get_text(record, args.output_key, where, "--output_key"))
+    bad = data.BadRecords(args.on_bad_record)
+    if args.held_out:
+        _, held = data.hold_out(data.load_file_records(args.dataset, parse, bad), args.held_out["max_prompts"],
+                                args.held_out["seed"])
+        rows = [held[group[0]] for group in data.group_by_prompt(held)][:args.n_eval]
+        source = "the prompts SFT held out of its training"
+    else:
+        rows = data.load_file_records(args.dataset, parse, bad, limit=args.n_eval)
+        source = "the file's first records"
+    if bad.total:
+        print(f"[eval] {args.dataset}: {bad.summary()}")
+    return [r.prompt for r in rows], [r.text for r in rows], None, source
 
 
 @torch.no_grad()
@@ -160,14 +220,23 @@ def plot_curve(curve: list[dict], path: Path) -> bool:
 
 
 def evaluate_reward_model(args, rm_dir: Path) -> dict:
-    """report["reward_model"]: the metrics of the first --eval_dataset at the top level,
-    every dataset's under "datasets" (see the module docstring)."""
+    """report["reward_model"]: the metrics of the first eval set at the top level, every
+    set's under "datasets" (see the module docstring). The data flags the user left unset
+    are those the model trained with, and the eval sets are --eval_dataset, else those of
+    its training, else its training file (row "held_out": false), else the world's valid split."""
     from plus import reward_trainer
     from plus.reward_head import load_reward_model
 
     model, tokenizer, config = load_reward_model(rm_dir, args.device)
     if "reward" not in config:
         raise checkpoint.CheckpointError(f"{rm_dir}: not a reward model (no \"reward\" section in config.json)")
+    args = trained_with(args, config, REWARD_DATA_FLAGS)
+    args.eval_dataset = args.eval_dataset or config.get("eval_dataset")
+    held_out = bool(args.eval_dataset) or config.get("dataset", "synthetic") == "synthetic"
+    if not held_out:
+        args.eval_dataset = [config["dataset"]]
+        print(f"[eval] rm: no --eval_dataset, at training or here: scored on its training file {config['dataset']}, "
+              "which measures fit, not generalization")
     results = {}
     for path in args.eval_dataset or ["synthetic"]:
         name = "valid" if path == "synthetic" else Path(path).stem
@@ -180,7 +249,7 @@ def evaluate_reward_model(args, rm_dir: Path) -> dict:
                                                        args.prompt_max_len, args.generate_max_len, args.seed)
         rewards = reward_trainer.score(model, references, tokenizer.pad_id, args.batch_size, args.device)
         row.update(reference_mean=float(rewards.mean()), reference_std=float(rewards.std(correction=0)),
-                   n_references=len(references), skipped_records=bad.total)
+                   n_references=len(references), skipped_records=bad.total, held_out=held_out)
         results[name] = row
         print(f"[eval] rm on {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
     swaps = swap_agreement(model, tokenizer, args) if "synthetic" in (args.eval_dataset or ["synthetic"]) else None
@@ -236,6 +305,10 @@ def reward_markdown(rm: dict) -> list[str]:
         cells = [row["n_pairs"]] + [f"{row[k]:.3f}" if k in row else "" for k in
                                     ("gold_agreement", "label_accuracy", "loss", "margin", "reference_mean", "ece")]
         lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
+    for name, row in rm["datasets"].items():
+        if row.get("held_out") is False:
+            lines += ["", f"`{name}` is the file the model trained on (no held-out file was named): its figures "
+                          "measure fit, not generalization."]
     if rm["train_reference_mean"] is not None:
         lines += ["", f"Reference summaries of the training posts average {rm['train_reference_mean']:.4f} after "
                       f"normalization (gain {rm['gain']:.4f}, bias {rm['bias']:.4f}); held-out references "
@@ -290,8 +363,8 @@ def judge_markdown(judged: dict[str, dict], reference: dict | None) -> list[str]
 
 
 def policy_markdown(report: dict) -> list[str]:
-    lines = [f"{report['n_eval']} held-out posts from `{report['dataset']}`, "
-             f"temperature {report['temperature']}.", "", "## Policies", ""]
+    lines = [f"{report['n_eval']} prompts from `{report['dataset']}` "
+             f"({report.get('prompts', 'held out')}), temperature {report['temperature']}.", "", "## Policies", ""]
     cols = ["win_rate_vs_reference", "win_rate_ci95", "win_rate_vs_sft", "win_rate_vs_sft_ci95", "gold_score",
             "proxy_reward", "kl_to_sft", "eos_rate", "rouge1", "rouge2", "rougeL", "mean_length"]
     present = [c for c in cols if any(c in r for r in report["policy"].values())]
@@ -326,12 +399,16 @@ def policy_markdown(report: dict) -> list[str]:
 
 
 def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> None:
-    """Fill report["policy"] and report["samples"] for the policy stages, and, for ppo,
-    report["ppo_curve"] (and the plot)."""
+    """Fill report["policy"] and report["samples"] for the policy stages, report["dataset"],
+    ["n_eval"] and ["prompts"] with the prompts they used, and, for ppo, report["ppo_curve"]
+    (and the plot). The data flags the user left unset are the SFT policy's
+    (`policy_data_args`): the one evaluated, else the one PPO started from."""
     from plus.reward_head import load_reward_model
 
     # One proxy reward model for every row: --reward_pretrain, else the one PPO used, else <out_dir>/rm.
-    ppo_config = checkpoint.load_config(out_dir / "ppo") if "ppo" in stages else {}
+    ppo_config = checkpoint.load_config(checkpoint_dir(args, "ppo")) if "ppo" in stages else {}
+    sft_dir = checkpoint_dir(args, "sft") if "sft" in stages else Path(ppo_config.get("init_from") or out_dir / "sft")
+    args = policy_data_args(args, checkpoint.load_config(sft_dir) if sft_dir.exists() else {})
     rm_path = args.reward_pretrain or ppo_config.get("reward_pretrain") or out_dir / "rm"
     score_fn = None
     if args.reward_pretrain or Path(rm_path).exists():
@@ -343,11 +420,11 @@ def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> N
     sft_samples = None
     for stage in stages:
         t0 = time.perf_counter()
-        model, tokenizer, config = checkpoint.load_gpt(out_dir / stage, args.device)
-        prompts, references, posts = heldout(args, tokenizer)
+        model, tokenizer, config = checkpoint.load_gpt(checkpoint_dir(args, stage), args.device)
+        prompts, references, posts, source = heldout(args, tokenizer)
+        report.update(dataset=args.dataset, n_eval=len(prompts), prompts=source)
         if stage == "ppo":
-            sft_dir = Path(config.get("init_from") or out_dir / "sft")
-            sft_model = checkpoint.load_gpt(sft_dir, args.device)[0]
+            sft_model = checkpoint.load_gpt(Path(config.get("init_from") or out_dir / "sft"), args.device)[0]
             if sft_samples is None:  # the SFT baseline: the same posts, the same seed
                 sft_samples = sample_policy(sft_model, tokenizer, prompts, args, desc="eval sft (baseline)")
             samples = sample_policy(model, tokenizer, prompts, args, ref_model=sft_model, score_fn=score_fn,
@@ -370,8 +447,8 @@ def evaluate_policies(args, out_dir: Path, stages: list[str], report: dict) -> N
         if stage == "ppo":
             t0 = time.perf_counter()
             report["n_curve"] = min(args.n_curve, len(prompts))
-            report["ppo_curve"] = overoptimization_curve(args, out_dir / "ppo", sft_model, tokenizer, prompts,
-                                                         references, posts, score_fn)
+            report["ppo_curve"] = overoptimization_curve(args, checkpoint_dir(args, "ppo"), sft_model, tokenizer,
+                                                         prompts, references, posts, score_fn)
             plot = out_dir / "eval" / "overoptimization.png"
             plot.parent.mkdir(parents=True, exist_ok=True)
             if plot_curve(report["ppo_curve"], plot):

@@ -15,6 +15,10 @@ import argparse
 
 from plus.preferences import DSP_DOMAINS
 
+# The flags add_preference_args adds: how a file's records are read, which a reward model's
+# config.json records so that eval.py reads its held-out files the same way.
+PREFERENCE_FLAGS = ("prompt_key", "chosen_key", "rejected_key", "margin_key", "apply_chat_template", "domain")
+
 
 def add_preference_args(p: argparse.ArgumentParser) -> None:
     """Add the flags that describe a preference file's fields."""

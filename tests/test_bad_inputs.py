@@ -311,3 +311,41 @@ def test_help_shows_each_stages_defaults(cli):
 def flag_help(text: str, flag: str) -> str:
     """The help of `flag` in --help's text: from the flag to the next flag with a value."""
     return re.split(r" --\w+ [A-Z_]+ ", text.split(f" {flag} ", 1)[1], maxsplit=1)[0]
+
+
+# ---- eval.py on a new user's checkpoints: the data flags they trained with ----------------
+
+def test_eval_reads_the_data_flags_a_checkpoint_trained_with(cli, files, tmp_path):
+    """SFT on qa.jsonl holds 2 of its 20 prompts out of training; `eval.py --init_from` with
+    no data flag evaluates the policy on those two (drawn here by the same permutation), with
+    SFT's keys and prompt cap, and says which and how many in report.json and report.md. A
+    reward model trained on a file with no held-out file is scored on that file, and the
+    report says so."""
+    out = tmp_path / "out"
+    qa, prefs = files / "qa.jsonl", files / "prefs.jsonl"
+    code, _, err = cli("train.py", "--stage", "sft", "--init_from", files / "pre", "--out_dir", out, "--no_progress",
+                       "--dataset", qa, "--input_key", "question", "--output_key", "answer", "--prompt_max_len", "8",
+                       "--max_steps", "1")
+    assert (code, err) == (0, "")
+    assert cli("eval.py", "--init_from", out / "sft", "--out_dir", out)[0] == 0
+    report = json.loads((out / "eval" / "report.json").read_text())
+    held = sorted(torch.randperm(20, generator=torch.Generator().manual_seed(0))[:2].tolist())  # data.hold_out's draw
+    tokenizer = checkpoint.load_tokenizer(files / "pre")
+    assert [(s["prompt"], s["reference"]) for s in report["samples"]["sft"]] == [
+        (tokenizer.decode(tokenizer.encode(f"what is {i} plus one")[-8:]), f"it is {i + 1}") for i in held]
+    source = "the prompts SFT held out of its training"
+    assert (report["dataset"], report["n_eval"], report["prompts"], report["policy"]["sft"]["n"]) == (str(qa), 2,
+                                                                                                      source, 2)
+    assert (out / "eval" / "report.md").read_text().splitlines()[2] == \
+        f"2 prompts from `{qa}` ({source}), temperature 0.7."
+
+    assert cli("train.py", "--stage", "rm", "--init_from", files / "sft", "--out_dir", out, "--no_progress",
+               "--dataset", prefs, "--max_steps", "1")[0] == 0
+    code, printed, _ = cli("eval.py", "--init_from", out / "rm", "--out_dir", out)
+    assert code == 0
+    assert f"[eval] rm: no --eval_dataset, at training or here: scored on its training file {prefs}, which " \
+           "measures fit, not generalization" in printed.splitlines()
+    rm = json.loads((out / "eval" / "report.json").read_text())["reward_model"]
+    assert (rm["dataset"], rm["n_pairs"], rm["held_out"]) == ("prefs", 20, False)
+    assert "`prefs` is the file the model trained on (no held-out file was named): its figures measure fit, not " \
+           "generalization." in (out / "eval" / "report.md").read_text().splitlines()
