@@ -311,8 +311,11 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if args.stage == "pretrain" and args.init_from:
         parser.error("--stage pretrain starts from scratch; --init_from applies to later stages")
     file_flags = [f for f in PREFERENCE_FLAGS if getattr(args, f)]
-    rm_flags = file_flags + [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward", "summaries_per_post")
-                             if getattr(args, f)] + (["token_surprise"] if args.token_surprise is not None else [])
+    if args.apply_chat_template and args.stage not in ("rm", "ppo", "all"):
+        parser.error("--apply_chat_template only applies to --stage rm and ppo")
+    rm_flags = [f for f in file_flags if f != "apply_chat_template"] + \
+        [f for f in ("max_samples", "lm_loss_coeff", "normalize_reward", "summaries_per_post") if getattr(args, f)] + \
+        (["token_surprise"] if args.token_surprise is not None else [])
     if args.stage not in ("rm", "all") and rm_flags:
         parser.error(f"--{rm_flags[0]} only applies to --stage rm")
     if args.dataset == "synthetic" and file_flags:
@@ -543,17 +546,7 @@ def run_ppo(args, ctx: Dist) -> dict:
             (tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id):
         raise checkpoint.CheckpointError(f"{reward_from}: its tokenizer differs from the policy's ({init_from})")
     critic = Critic.from_reward_model(reward_model)  # Detail: the critic starts as the reward model
-
-    if args.dataset == "synthetic":  # fresh posts for every update
-        posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
-        prompts = [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
-    else:
-        bad = data.BadRecords(args.on_bad_record)
-        prompts = data.load_file_records(
-            args.dataset, lambda r, where: data.prompt_ids(tokenizer, r, args.input_key, args.prompt_max_len, where),
-            bad)
-        if bad.total:
-            print0(ctx, f"[ppo] {args.dataset}: {bad.summary()}")
+    prompts = ppo_prompts(args, tokenizer, ctx)
 
     # Flags left unset take PPOConfig's defaults (the paper's values).
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
@@ -561,10 +554,37 @@ def run_ppo(args, ctx: Dist) -> dict:
     score_fn = ppo.reward_model_scorer(reward_model.to(args.device), tokenizer.pad_id,
                                        batch_size=4 * cfg.micro_train_batch_size, device=args.device)
     config = {"stage": "ppo", "model": policy.config.to_dict(), "init_from": str(init_from),
-              "reward_pretrain": str(reward_from), "dataset": args.dataset, "prompt_max_len": args.prompt_max_len,
+              "reward_pretrain": str(reward_from), "dataset": args.dataset, "input_key": args.input_key,
+              "apply_chat_template": args.apply_chat_template, "prompt_max_len": args.prompt_max_len,
               "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature}  # ppo.train adds its "ppo"
     return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
                      prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
+
+
+def ppo_prompts(args, tokenizer, ctx: Dist) -> list[list[int]]:
+    """PPO's prompts, cut to --prompt_max_len: fresh posts of the world for every update, as
+    Stiennon queries; or a file's --input_key field (a TL;DR record's query by default). With
+    --apply_chat_template the field is a conversation, chat messages or a string as one user
+    turn, rendered in the policy tokenizer's chat template up to the cue that opens the
+    assistant's turn (preferences.chat_prompt), as a chat model was trained to answer."""
+    if args.dataset == "synthetic":
+        posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
+        return [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
+    if args.apply_chat_template:
+        print0(ctx, f"[ppo] prompts: {args.dataset}'s {args.input_key or 'prompt'!r} in " + (
+            "the policy tokenizer's chat template" if tokenizer.chat_template is not None else
+            "the built-in chat format (the policy's tokenizer has no chat template)"))
+
+    def parse(record: dict, where: str) -> list[int]:
+        if args.apply_chat_template:
+            return preferences.chat_prompt(tokenizer, record, args.input_key or "prompt", args.prompt_max_len, where)
+        return data.prompt_ids(tokenizer, record, args.input_key, args.prompt_max_len, where)
+
+    bad = data.BadRecords(args.on_bad_record)
+    prompts = data.load_file_records(args.dataset, parse, bad)
+    if bad.total:
+        print0(ctx, f"[ppo] {args.dataset}: {bad.summary()}")
+    return prompts
 
 
 def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:

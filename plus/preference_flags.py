@@ -28,7 +28,9 @@ def add_preference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chosen_key", default=None, help="preferred-response field (default 'chosen')")
     p.add_argument("--rejected_key", default=None, help="other-response field (default 'rejected')")
     p.add_argument("--margin_key", default=None, help="field with a per-pair margin for the Bradley-Terry loss")
-    p.add_argument("--apply_chat_template", action="store_true", help="render chat-message fields as text")
+    p.add_argument("--apply_chat_template", action="store_true",
+                   help="render chat messages in the model's chat template (rm: the fields of a preference file; "
+                        "ppo: the prompt field, a string being one user turn)")
     p.add_argument("--domain", choices=DSP_DOMAINS, default=None,
                    help="DSP data (Cheng et al. 2023): the domain whose response is preferred")
 

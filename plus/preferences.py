@@ -56,6 +56,25 @@ def chat_prompt_ids(tokenizer, messages: list[dict], max_tokens: int, where: str
         raise DataError(f"{where}: {e}") from None
 
 
+def chat_messages(value, key: str, where: str) -> list[dict]:
+    """`value` (record[key]) checked as a non-empty list of {"role", "content"} strings."""
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: {key!r} should be a non-empty list of chat messages")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError(f"{where}: {key}[{i}] should be an object with string 'role' and 'content'")
+    return value
+
+
+def chat_prompt(tokenizer, record: dict, key: str, max_tokens: int, where: str) -> list[int]:
+    """record[key] as a prompt in the chat template (`chat_prompt_ids`, ending with the cue
+    that opens the assistant's turn): chat messages as they are, a string as one user turn."""
+    value = get_value(record, key, where, "--input_key")
+    messages = ([{"role": "user", "content": get_text(record, key, where)}] if isinstance(value, str)
+                else chat_messages(value, key, where))
+    return chat_prompt_ids(tokenizer, messages, max_tokens, where)
+
+
 # The assistant cue as public preference sets spell it: "\n\nAssistant:" (Anthropic HH),
 # a single newline, or a Markdown heading "## Assistant:", at a line start (or the text's).
 ASSISTANT_CUE = re.compile(r"(?:^|\n)[ \t]*(?:#+[ \t]*)?Assistant:")
@@ -148,10 +167,7 @@ class _PreferenceParser:
                             "(--apply_chat_template) to render them as text")
         if not value:
             raise DataError(f"{where}: {key!r} is empty")
-        for i, m in enumerate(value):
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-                raise DataError(f"{where}: {key}[{i}] should be an object with string 'role' and 'content'")
-        return value
+        return chat_messages(value, key, where)
 
     def generic(self, record: dict, where: str) -> list[PreferencePair]:
         chosen = self.field(record, self.chosen_key, where, "--chosen_key")

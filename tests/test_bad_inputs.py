@@ -137,6 +137,9 @@ def files(tmp_path_factory):
     write_jsonl(d / "prefs.jsonl", [{"prompt": f"what is {i} plus one", "chosen": f"it is {i + 1}",
                                      "rejected": f"it is {i + 7}"} for i in range(20)])
     write_jsonl(d / "prompts.jsonl", [{"prompt": f"what is {i} plus one"} for i in range(20)])
+    write_jsonl(d / "chat.jsonl", [{"prompt": [{"role": "system", "content": "Answer briefly."},
+                                               {"role": "user", "content": f"what is {i} plus one"}]}
+                                   for i in range(20)])
     (d / "one_line.json").write_text(json.dumps([{"prompt": "a", "chosen": "b", "rejected": "c"},
                                                  {"prompt": "a", "chosen": "b", "rejected": "b"},
                                                  {"prompt": "d", "chosen": "e", "rejected": "f"}]))
@@ -197,6 +200,8 @@ FLAG_ERRORS = [
      "--input_key is the SFT prompt field; for --stage rm use --prompt_key"),
     ("--resume under --stage all", ("train.py", "--stage", "all", "--resume"),
      "--resume applies to one stage; name it with --stage"),
+    ("a chat template for sft", SFT + ("--apply_chat_template",),
+     "--apply_chat_template only applies to --stage rm and ppo"),
 ]
 
 
@@ -276,6 +281,10 @@ RUNS = [
       "(rm checkpoint)",
       "[ppo] 20 prompts are fewer than one rollout batch: training with --rollout_batch_size 20 "
       "--train_batch_size 20 --micro_train_batch_size 10"]),
+    ("ppo: chat-message prompts", PPO + ("--dataset", "{files}/chat.jsonl", "--apply_chat_template",
+                                         "--generate_max_len", "8"),
+     ["[ppo] prompts: {files}/chat.jsonl's 'prompt' in the built-in chat format (the policy's tokenizer has no chat "
+      "template)"]),
 ]
 
 

@@ -92,6 +92,26 @@ def test_preference_messages_go_through_the_models_template(tokenizer_dir, tmp_p
             preferences.load_preference_pairs(str(file), ours, apply_chat_template=True)
 
 
+def test_ppo_prompts_go_through_the_models_template(tokenizer_dir, tmp_path):
+    """train.py --stage ppo --apply_chat_template: a prompt field of chat messages, or a
+    string as one user turn, becomes the conversation in the model's template up to the
+    generation prompt, the ids transformers gives; --prompt_max_len keeps the end."""
+    import train
+    from plus.distributed import Dist
+
+    hf = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    ours = Tokenizer.load(tokenizer_dir)
+    file = tmp_path / "prompts.jsonl"
+    file.write_text(json.dumps({"prompt": CONVERSATIONS[1]}) + "\n" + json.dumps({"prompt": "Sum up: 3 socks"}) + "\n")
+    flags = ["--stage", "ppo", "--dataset", str(file), "--apply_chat_template", "--prompt_max_len", "512"]
+    args = train.stage_args(train.build_parser().parse_args(flags), "ppo")
+    expected = [_hf_ids(hf, CONVERSATIONS[1], True),
+                _hf_ids(hf, [{"role": "user", "content": "Sum up: 3 socks"}], True)]
+    assert train.ppo_prompts(args, ours, Dist()) == expected
+    args.prompt_max_len = 7
+    assert train.ppo_prompts(args, ours, Dist()) == [ids[-7:] for ids in expected]
+
+
 def test_the_built_in_world_keeps_its_own_format():
     """A tokenizer without a template (the world's) renders render_chat's format, as before."""
     from plus.world import World
