@@ -56,15 +56,15 @@ STAGE_DEFAULTS = {
     "ppo": dict(learning_rate=1e-4, critic_learning_rate=1e-4, max_steps=24, rollout_batch_size=64,
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
     # PLUS (Nam et al. 2025): the summarizer's KL coefficient is the paper's 0.01 (k1); the
-    # reward model learns at the critic's rate, larger than PPO's critic because it starts
-    # from the pretrained model with a new head; 32 users a update (and the reward model's
-    # pass over their 32 pairs) keep one population x one method to a few CPU minutes.
-    "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=30, rollout_batch_size=32,
+    # reward model learns at the critic's rate, larger than PPO's critic because its head is
+    # new; 120 updates of 32 users (the reward model's pass over their 32 pairs each) are
+    # about four passes over the 1,000 pairs of PLUS_WORLD_USERS.
+    "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=120, rollout_batch_size=32,
                  train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
                  init_kl_coef=0.01, kl_estimator="k1"),
 }
 # PLUS on the built-in world: seen users (each gives two training pairs) and new users.
-PLUS_WORLD_USERS = 128
+PLUS_WORLD_USERS = 500
 PLUS_NEW_USERS = 64
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start),
 # at SFT's learning rate.
