@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -155,8 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_epochs", type=int, default=1)
     p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (default: the stage's demo length; rm: --max_epochs passes)")
     p.add_argument("--max_len", type=int, default=None, help="pretrain block length; SFT prompt+response cap")
-    p.add_argument("--prompt_max_len", type=int, default=data.PROMPT_MAX_LEN)
-    p.add_argument("--generate_max_len", type=int, default=data.RESPONSE_MAX_LEN)
+    p.add_argument("--prompt_max_len", type=int, default=None,
+                   help="prompt tokens at most (default: sft and rm on a file, its longest prompt within the model's "
+                        f"block_size, see README; else {data.PROMPT_MAX_LEN})")
+    p.add_argument("--generate_max_len", type=int, default=None,
+                   help="response tokens at most, EOS included (default: sft and rm on a file, its longest response "
+                        f"within the model's block_size; else {data.RESPONSE_MAX_LEN}, the TL;DR setting)")
     p.add_argument("--n_eval", type=int, default=128, help="held-out examples for the periodic eval loss")
     p.add_argument("--eval_steps", type=int, default=None, help="eval loss every N steps (0: never)")
     # the model (pretrain stage only: later stages read it from the checkpoint)
@@ -295,6 +301,9 @@ def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> arg
     for key, value in MODEL_DEFAULTS.items():
         if getattr(merged, key) is None:
             setattr(merged, key, value)
+    if stage not in ("sft", "rm") or args.dataset == "synthetic":  # on a file, sft and rm measure the data
+        merged.prompt_max_len = merged.prompt_max_len or data.PROMPT_MAX_LEN
+        merged.generate_max_len = merged.generate_max_len or data.RESPONSE_MAX_LEN
     return merged
 
 
@@ -411,18 +420,25 @@ def run_sft(args, ctx: Dist) -> dict:
         print0(ctx, f"[sft] policy: {loaded(init_from, init_config)}")
     torch.manual_seed(args.seed)
     n_train = args.max_steps * args.train_batch_size if args.dataset == "synthetic" else None
-    load = dict(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len,
-                input_key=args.input_key, output_key=args.output_key, on_bad_record=args.on_bad_record, seed=args.seed)
+    load = dict(input_key=args.input_key, output_key=args.output_key, on_bad_record=args.on_bad_record, seed=args.seed)
     per_post = (args.references_per_post or SFT_WORLD_REFERENCES_PER_POST) if args.dataset == "synthetic" else 1
     saved = checkpoint.load_config(out_dir).get("references_per_post", 1) if args.resume else per_post
     if saved != per_post:
         raise ValueError(f"{out_dir}: --resume of a run with {saved} references per post, asked for {per_post}")
-    examples, bad = data.load_sft_examples(args.dataset, tokenizer, split="train", n=n_train,
-                                           references_per_post=per_post, **load)
+
+    def read(prompt_max_len: int, generate_max_len: int) -> tuple:
+        examples, bad = data.load_sft_examples(args.dataset, tokenizer, split="train", n=n_train,
+                                               references_per_post=per_post, prompt_max_len=prompt_max_len,
+                                               generate_max_len=generate_max_len, **load)
+        prompts = list({tuple(e.prompt): e.prompt for e in examples}.values())
+        return examples, bad, prompts, [e.response for e in examples]
+    if args.dataset == "synthetic":
+        examples, bad = read(args.prompt_max_len, args.generate_max_len)[:2]
+    else:
+        examples, bad = read_with_length_caps("sft", args, ctx, model.config.block_size, read)[:2]
     if bad.total:
         print0(ctx, f"[sft] {args.dataset}: {bad.summary()}")
-    if args.dataset != "synthetic":
-        report_cut_responses(ctx, "sft", args, [e.response for e in examples], tokenizer.eos_id)
+    load.update(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len)
     # The eval loss: on --eval_dataset, on the world's valid split, or on prompts of the
     # file held out of training (a file's own kind of text, which the world's is not).
     eval_examples, held_out = [], None
@@ -483,18 +499,27 @@ def run_rm(args, ctx: Dist) -> dict:
     model = apply_token_surprise(model, args.token_surprise, start)
     n_train = args.max_samples or (RM_WORLD_PAIRS if args.dataset == "synthetic" else None)
 
+    def read(path: str, split: str, n: int | None, summaries_per_post: int = 2, **caps) -> tuple:
+        pairs, bad = preferences.load_preference_pairs(path, tokenizer, split=split, n=n,
+                                                       summaries_per_post=summaries_per_post,
+                                                       **{**preference_options(args, path), **caps})
+        return (pairs, bad, list({tuple(p.prompt): p.prompt for p in pairs}.values()),
+                list({tuple(r): r for p in pairs for r in (p.chosen, p.rejected)}.values()))
+
     def load(path: str, split: str, n: int | None, summaries_per_post: int = 2) -> list:
-        pairs, bad = preferences.load_preference_pairs(path, tokenizer, split=split, n=n, summaries_per_post=summaries_per_post,
-                                                **preference_options(args, path))
+        pairs, bad = read(path, split, n, summaries_per_post)[:2]
         if bad.total:
             print0(ctx, f"[rm] {path} ({split}): {bad.summary()}")
         return pairs
 
     per_post = (args.summaries_per_post or RM_WORLD_SUMMARIES_PER_POST) if args.dataset == "synthetic" else 2
-    pairs = load(args.dataset, "train", n_train, per_post)
-    if args.dataset != "synthetic":
-        report_cut_responses(ctx, "rm", args, list({tuple(r) for p in pairs for r in (p.chosen, p.rejected)}),
-                             tokenizer.eos_id)
+    if args.dataset == "synthetic":
+        pairs = load(args.dataset, "train", n_train, per_post)
+    else:
+        pairs, bad = read_with_length_caps("rm", args, ctx, model.config.block_size,
+                                           partial(read, args.dataset, "train", n_train))[:2]
+        if bad.total:
+            print0(ctx, f"[rm] {args.dataset} (train): {bad.summary()}")
     # Held out: the world's valid comparisons when training on the world; for a file, the
     # --eval_dataset files (a file's own format says nothing about the world's).
     eval_sets = {}
@@ -662,13 +687,34 @@ def run_plus(args, ctx: Dist) -> dict:
     return result
 
 
-def report_cut_responses(ctx: Dist, stage: str, args, responses: list, eos_id: int) -> None:
-    """One line when responses of a file were longer than --generate_max_len: they were cut,
-    their EOS with them (response_ids keeps the EOS only where it fits)."""
-    cut = sum(response[-1] != eos_id for response in responses)
-    if cut:
-        print0(ctx, f"[{stage}] {args.dataset}: {cut} of {len(responses)} responses are longer than "
-                    f"--generate_max_len {args.generate_max_len} tokens and were cut there, without their EOS")
+# A length cap that cuts nothing: the read that measures a file's prompts and responses.
+UNCAPPED = sys.maxsize
+
+
+def read_with_length_caps(stage: str, args, ctx: Dist, block_size: int, read: Callable[..., tuple]) -> tuple:
+    """What `read(prompt_max_len=, generate_max_len=)` reads from the file args.dataset, as
+    (what it read, its BadRecords, its distinct prompts' token lists, its responses'), read
+    with the caps the flags give or, where unset, the data's (data.length_caps: its longest
+    prompt and response, within the model's block_size). A first read without caps measures
+    the data; a second, with the caps, is needed only where they cut. Sets
+    args.prompt_max_len and args.generate_max_len, and says in one line what they are and
+    how many prompts and responses they cut (a cut response loses its EOS: response_ids)."""
+    uncapped = read(prompt_max_len=UNCAPPED, generate_max_len=UNCAPPED)
+    lengths = {"prompt": [len(p) for p in uncapped[2]], "response": [len(r) for r in uncapped[3]]}
+    given = {"prompt": args.prompt_max_len is not None, "response": args.generate_max_len is not None}
+    args.prompt_max_len, args.generate_max_len = data.length_caps(lengths["prompt"], lengths["response"], block_size,
+                                                                  args.prompt_max_len, args.generate_max_len)
+    caps = {"prompt": args.prompt_max_len, "response": args.generate_max_len}
+    cut = {kind: sum(n > caps[kind] for n in lengths[kind]) for kind in caps}
+    why = {kind: "given" if given[kind] else "the data's longest" if caps[kind] >= max(lengths[kind])
+           else f"what fits block_size {block_size}" for kind in caps}
+    print0(ctx, f"[{stage}] {args.dataset}: --prompt_max_len {caps['prompt']} ({why['prompt']}), --generate_max_len "
+                f"{caps['response']} ({why['response']}); " + (
+                    f"{cut['prompt']} of {len(lengths['prompt'])} prompts cut to fit, {cut['response']} of "
+                    f"{len(lengths['response'])} responses cut without their EOS" if any(cut.values())
+                    else "nothing cut"))
+    return read(prompt_max_len=args.prompt_max_len, generate_max_len=args.generate_max_len) if any(cut.values()) \
+        else uncapped
 
 
 def loaded(path: Path, config: dict) -> str:

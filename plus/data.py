@@ -38,6 +38,23 @@ RESPONSE_MAX_LEN = 48
 FORMATS = (".jsonl", ".json", ".csv")
 
 
+def length_caps(prompt_lengths: list[int], response_lengths: list[int], block_size: int,
+                prompt_max_len: int | None = None, generate_max_len: int | None = None) -> tuple[int, int]:
+    """(prompt_max_len, generate_max_len) for a file whose prompts and responses (each with
+    its EOS) have these token counts. A cap given is kept; one left unset is the data's
+    longest, within what the model's block_size leaves beside the other cap. When neither
+    is given and the longest prompt and response do not fit together, the prompt keeps up
+    to half of block_size (less where no prompt needs it), the response cap is the rest,
+    and the prompt cap what the response cap leaves: nothing is cut that fits."""
+    longest_prompt, longest_response = max(prompt_lengths, default=1), max(response_lengths, default=1)
+    reserved = prompt_max_len if prompt_max_len is not None else min(longest_prompt, block_size // 2)
+    if generate_max_len is None:
+        generate_max_len = max(1, min(longest_response, block_size - reserved))
+    if prompt_max_len is None:
+        prompt_max_len = max(1, min(longest_prompt, block_size - generate_max_len))
+    return prompt_max_len, generate_max_len
+
+
 class DataError(ValueError):
     """Bad input, reported as `file:line: problem`."""
 

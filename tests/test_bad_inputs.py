@@ -144,7 +144,7 @@ def files(tmp_path_factory):
                                                  {"prompt": "a", "chosen": "b", "rejected": "b"},
                                                  {"prompt": "d", "chosen": "e", "rejected": "f"}]))
     write_jsonl(d / "long.jsonl", [{"prompt": f"tell me about {i}", "rejected": "no",
-                                    "chosen": f"{i}: " + "a long answer " * (40 if i % 2 else 2)} for i in range(20)])
+                                    "chosen": f"{i}: " + "a long answer " * (20 if i % 2 else 2)} for i in range(20)])
     (d / "bad_line.jsonl").write_text((d / "prefs.jsonl").read_text() + "{not json\n")
     shutil.copytree(d / "pre", d / "truncated")
     weights = d / "truncated" / checkpoint.WEIGHTS
@@ -269,13 +269,6 @@ RUNS = [
     ("rm from a reward model", RM[:3] + ("--init_from", "{files}/rm", "--out_dir", "{out}", "--no_progress",
                                          "--dataset", "{files}/prefs.jsonl"),
      ["[rm] reward model: {files}/rm (rm checkpoint), trained further"]),
-    ("sft: responses cut at --generate_max_len are counted", SFT + ("--dataset", "{files}/long.jsonl",
-                                                                     "--output_key", "chosen"),
-     ["[sft] {files}/long.jsonl: 10 of 20 responses are longer than --generate_max_len 48 tokens and were cut "
-      "there, without their EOS"]),
-    ("rm: responses cut at --generate_max_len are counted", RM + ("--dataset", "{files}/long.jsonl"),
-     ["[rm] {files}/long.jsonl: 10 of 21 responses are longer than --generate_max_len 48 tokens and were cut "
-      "there, without their EOS"]),
     ("ppo", PPO + ("--dataset", "{files}/prompts.jsonl", "--generate_max_len", "8"),
      ["[ppo] policy and KL reference: {files}/sft (sft checkpoint); reward model and critic: {files}/rm "
       "(rm checkpoint)",
@@ -301,6 +294,44 @@ def test_a_small_file_runs_and_says_what_it_loaded_and_saved(cli, files, tmp_pat
     assert len(done) == 1 and re.match(rf"\[{stage}\] done in \d+s, saved to {re.escape(fill('{out}'))}/{stage}: ",
                                        done[0])
     checkpoint.load_config(tmp_path / "out" / stage)  # there it is
+
+
+def test_length_caps_follow_the_data_and_flags_win(cli, files, tmp_path):
+    """On a file, SFT and RM cap prompts and responses at the data's longest (a response
+    with its EOS), measured here with the tokenizer: long answers are kept whole. Caps
+    given on the command line win, and the line counts what they cut."""
+    tokenizer = checkpoint.load_tokenizer(files / "pre")
+    records = [json.loads(line) for line in (files / "long.jsonl").read_text().splitlines()]
+    prompts = [len(tokenizer.encode(r["prompt"])) for r in records]
+    chosen = [len(tokenizer.encode(" " + r["chosen"].strip())) + 1 for r in records]  # data.response_ids
+    responses = {"sft": chosen, "rm": chosen + [len(tokenizer.encode(" no")) + 1]}  # rm: the distinct responses
+    longest_prompt, longest = max(prompts), max(chosen)
+    assert longest > 48 and longest_prompt + longest <= 256  # longer than the TL;DR cap; fits the model
+    for stage, argv in (("sft", SFT + ("--output_key", "chosen")), ("rm", RM)):
+        argv = [a.replace("{files}", str(files)).replace("{out}", str(tmp_path / stage)) for a in argv]
+        where = f"[{stage}] {files / 'long.jsonl'}: "
+        code, out, _ = cli(*argv, "--dataset", files / "long.jsonl", "--max_steps", "1")
+        assert code == 0 and where + f"--prompt_max_len {longest_prompt} (the data's longest), --generate_max_len " \
+            f"{longest} (the data's longest); nothing cut" in out.splitlines()
+        config = checkpoint.load_config(tmp_path / stage / stage)
+        assert (config["prompt_max_len"], config["generate_max_len"]) == (longest_prompt, longest)
+
+        code, out, _ = cli(*argv, "--dataset", files / "long.jsonl", "--max_steps", "1", "--prompt_max_len", "4",
+                           "--generate_max_len", "48")
+        cut_prompts, cut_responses = sum(n > 4 for n in prompts), sum(n > 48 for n in responses[stage])
+        assert code == 0 and where + f"--prompt_max_len 4 (given), --generate_max_len 48 (given); {cut_prompts} of " \
+            f"20 prompts cut to fit, {cut_responses} of {len(responses[stage])} responses cut without their EOS" \
+            in out.splitlines()
+        assert cut_prompts == 20 and cut_responses == 10
+
+    # Answers longer than the model holds: the response cap is what the prompts leave of block_size.
+    longer = write_jsonl(tmp_path / "longer.jsonl", [dict(r, chosen=r["chosen"] * 2) for r in records])
+    lengths = [len(tokenizer.encode(" " + (r["chosen"] * 2).strip())) + 1 for r in records]
+    code, out, _ = cli(*SFT[:3], "--init_from", files / "pre", "--out_dir", tmp_path / "longer", "--no_progress",
+                       "--dataset", longer, "--output_key", "chosen", "--max_steps", "1")
+    assert code == 0 and f"[sft] {longer}: --prompt_max_len {longest_prompt} (the data's longest), --generate_max_len " \
+        f"{256 - longest_prompt} (what fits block_size 256); 0 of 20 prompts cut to fit, " \
+        f"{sum(n > 256 - longest_prompt for n in lengths)} of 20 responses cut without their EOS" in out.splitlines()
 
 
 def test_help_shows_each_stages_defaults(cli):

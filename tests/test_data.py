@@ -181,3 +181,19 @@ def test_pretrain_blocks_are_consecutive_windows(tok):
     for t in texts:
         stream += tok.encode(t) + [tok.eos_id]
     assert blocks.tolist() == [stream[0:9], stream[8:17], stream[16:25]]
+
+
+def test_length_caps_are_the_datas_longest_within_the_block():
+    """Hand-worked: a block of 256 positions, prompts of at most P and responses of at most R
+    tokens. What fits is never cut; otherwise a prompt keeps up to half the block (less where
+    no prompt needs it) and the response the rest; a cap given is kept, the other fits beside it."""
+    def caps(longest_prompt, longest_response, **given):
+        return data.length_caps([3, longest_prompt], [2, longest_response], 256, **given)
+
+    assert caps(12, 166) == (12, 166)          # fits: the longest of each
+    assert caps(20, 300) == (20, 236)          # short prompts leave the response the rest
+    assert caps(300, 40) == (216, 40)          # short responses leave the prompt the rest
+    assert caps(300, 300) == (128, 128)        # both long: half each
+    assert caps(300, 300, prompt_max_len=200) == (200, 56)
+    assert caps(300, 300, generate_max_len=48) == (208, 48)
+    assert caps(12, 166, prompt_max_len=4, generate_max_len=48) == (4, 48)
