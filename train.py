@@ -28,7 +28,7 @@ from plus import checkpoint, data, preferences
 from plus.cli import ArgumentParser, print_error
 from plus.distributed import STRATEGIES, Dist, init, print0, teardown
 from plus.preference_flags import PREFERENCE_FLAGS, add_preference_args, preference_options
-from plus.training import DTYPES, Preempted, resolve_dtype
+from plus.training import DTYPES, Preempted, StopOnSignal, resolve_dtype
 from plus.world import TRAIN_REFERENCES_PER_POST, TRAIN_SUMMARIES_PER_POST, World
 
 STAGES = ("pretrain", "sft", "rm", "ppo")  # in pipeline order; later stages join this list
@@ -582,8 +582,9 @@ def run_ppo(args, ctx: Dist) -> dict:
               "reward_pretrain": str(reward_from), "dataset": args.dataset, "input_key": args.input_key,
               "apply_chat_template": args.apply_chat_template, "prompt_max_len": args.prompt_max_len,
               "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature}  # ppo.train adds its "ppo"
-    return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
-                     prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx)
+    with StopOnSignal() as stop:  # SIGTERM: the update finishes, the policy is saved (ppo.train)
+        return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
+                         prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx, stop=stop)
 
 
 def ppo_prompts(args, tokenizer, ctx: Dist) -> list[list[int]]:

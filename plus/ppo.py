@@ -79,8 +79,8 @@ from plus.generate import generate, left_pad
 from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
 from plus.metrics import explained_variance, masked_mean
 from plus.ppo_loss import policy_loss, value_loss
-from plus.training import (append_metrics, autocast, check_finite, epoch_order, full_precision, lr_at,
-                           make_optimizer, set_lr, truncate_metrics, unwrap)
+from plus.training import (Preempted, StopOnSignal, append_metrics, autocast, check_finite, epoch_order,
+                           full_precision, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
 
 SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/step_N: the policy along the run (for eval's over-optimization view)
 
@@ -322,9 +322,13 @@ def train(
     cfg: PPOConfig,
     ctx: Dist = Dist(),
     on_update: UpdateCallback | None = None,
+    stop: StopOnSignal | None = None,  # entered by the caller: SIGTERM ends the run after the current update
 ) -> dict:
     """Run `cfg.max_steps` PPO updates, save the policy to `out_dir`; returns the last
-    logged metrics."""
+    logged metrics. A SIGTERM that `stop` caught (a cluster's notice before it kills a job)
+    lets the update finish, saves the policy as the final one and raises `Preempted`. PPO
+    keeps no optimizer, critic or KL-controller state, so the run cannot resume; the
+    message says so."""
     device = torch.device(cfg.device)
 
     # ---- derived sizes ----------------------------------------------------------------
@@ -510,6 +514,12 @@ def train(
                             clip=f"{last['clipfrac']:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
             save(step + 1, final=False)
+        if stop is not None and step + 1 < cfg.max_steps and stop.requested(ctx):
+            bar.close()
+            save(step + 1, final=True)
+            raise Preempted(f"[ppo] stopped by SIGTERM after update {step + 1} of {cfg.max_steps}; saved the policy "
+                            f"to {out_dir}. PPO cannot resume (its critic and optimizers are not saved): run the "
+                            "stage again for all its updates")
     bar.close()
     save(cfg.max_steps, final=True)
     return last

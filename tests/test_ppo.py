@@ -126,6 +126,37 @@ def ppo_flags(tiny, out, *extra):
             *extra]
 
 
+def test_sigterm_finishes_the_update_saves_the_policy_and_says_ppo_cannot_resume(tiny, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """SIGTERM during the first of two updates: the update finishes, the policy is saved as
+    the run's policy, bit for bit the snapshot an uninterrupted run saves after that update,
+    exit 0, and the message says that PPO cannot resume."""
+    import os
+    import signal
+
+    assert train.main(ppo_flags(tiny, tmp_path / "whole", "--save_steps", "1")) == 0
+    real_rollout = ppo.rollout
+
+    def rollout_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler only raises a flag
+        return real_rollout(*args, **kwargs)
+    monkeypatch.setattr(ppo, "rollout", rollout_then_signal)
+    capsys.readouterr()
+    assert train.main(ppo_flags(tiny, tmp_path / "stopped")) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"[ppo] stopped by SIGTERM after update 1 of 2; saved the policy to {tmp_path / 'stopped' / 'ppo'}. PPO cannot "
+        "resume (its critic and optimizers are not saved): run the stage again for all its updates")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    stopped = checkpoint.load_state_dict(tmp_path / "stopped" / "ppo")
+    snapshot = checkpoint.load_state_dict(tmp_path / "whole" / "ppo" / ppo.SNAPSHOTS / "step_1")
+    assert stopped.keys() == snapshot.keys() and all(torch.equal(stopped[k], snapshot[k]) for k in stopped)
+    assert checkpoint.load_config(tmp_path / "stopped" / "ppo")["step"] == 1
+    first = json.loads((tmp_path / "whole" / "ppo" / "metrics.jsonl").read_text().splitlines()[0])
+    (line,) = (tmp_path / "stopped" / "ppo" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["loss"] == first["loss"]
+
+
 def test_two_updates_through_train_main_log_every_key_and_keep_snapshots(tiny, tmp_path):
     assert train.main(ppo_flags(tiny, tmp_path, "--save_steps", "1")) == 0
     lines = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
