@@ -200,10 +200,24 @@ def one_by_one(rm, examples):
         return torch.tensor([float(rm(*alone(e))[0]) for e in examples], dtype=torch.float64)
 
 
-def test_the_default_reward_is_the_head_at_the_last_token(tokenizer, sft_dirs, tmp_path):
-    """A default run saves the reward model of Stiennon et al.: w . h_last + b, normalized
-    (gain and bias), computed here by hand from the saved weights."""
-    run(rm_args(sft_dirs / "gpt2", tmp_path, "--normalize_reward"))
+def test_the_surprise_term_is_on_by_default_on_the_world_and_off_on_a_file(sft_dirs, tmp_path):
+    """A new reward model on the built-in world carries the term (train.WORLD_TOKEN_SURPRISE);
+    on a file it is the plain model of Stiennon et al."""
+
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "world", "--max_steps", "1"))
+    rm, _, config = load_reward_model(tmp_path / "world" / "rm")
+    assert train.WORLD_TOKEN_SURPRISE and isinstance(rm, SurpriseRewardModel) and config["token_surprise"] is True
+    export(tmp_path / "files", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
+    run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--max_steps", "1", "--dataset",
+                str(tmp_path / "files" / "comparisons_train.jsonl")))
+    rm, _, config = load_reward_model(tmp_path / "file" / "rm")
+    assert type(rm) is RewardModel and config["token_surprise"] is False
+
+
+def test_the_plain_reward_is_the_head_at_the_last_token(tokenizer, sft_dirs, tmp_path):
+    """--no-token_surprise (a file's default) saves the reward model of Stiennon et al.:
+    w . h_last + b, normalized (gain and bias), computed here by hand from the saved weights."""
+    run(rm_args(sft_dirs / "gpt2", tmp_path, "--normalize_reward", "--no-token_surprise"))
     rm, _, config = load_reward_model(tmp_path / "rm")
     assert type(rm) is RewardModel and config["token_surprise"] is False and "token_surprise" not in config["reward"]
     assert config["lm_loss_coeff"] == 0.1  # the LM loss of Cheng et al. at its default
@@ -352,7 +366,8 @@ def test_exported_comparisons_train_like_the_builtin_world(sft_dirs, tmp_path):
     export(tmp_path / "world", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
     # The world's summaries of a pair differ within 30 words; with this nearly byte-level
     # tokenizer that takes more than the usual 48 response tokens to see.
-    long_responses = ["--generate_max_len", "150"]
+    # The same form of reward model for both (the world's default adds the surprise term).
+    long_responses = ["--generate_max_len", "150", "--no-token_surprise"]
     run(rm_args(sft_dirs / "gpt2", tmp_path / "builtin", *long_responses))
     # The file is read with the default --on_bad_record error: every exported record is valid.
     run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--dataset", str(tmp_path / "world" / "comparisons_train.jsonl"),
