@@ -34,8 +34,8 @@ Rows that pack one prompt with several responses (`segment_ids`, plus/gpt.py; bu
 column) of each response's last token (`read_at`). The same forward pass can also give
 log p(y_t | x, y_<t) of given response tokens through the decoder's own LM head: the
 language-model loss of Cheng et al. 2023 that the reward trainer adds reads them
-(`return_logprobs`). This project's opt-in extension of the reward, the surprise term,
-lives in plus/surprise.py.
+(`return_logprobs`). This project's extension of the reward, the surprise term, lives in
+plus/surprise.py (on by default for the built-in world's reward model, off for a file's).
 
 Checkpoints: `RewardModel.save` writes a checkpoint directory (plus/checkpoint.py) whose
 config.json has "stage": "rm", the decoder's "model" config and a "reward" section;
@@ -266,7 +266,7 @@ def load_reward_model(path, device="cpu") -> tuple[RewardModel, Tokenizer, dict]
     """(RewardModel, Tokenizer, config) from a checkpoint directory.
 
     A reward checkpoint (config.json has a "reward" section) is restored whole: backbone,
-    head and normalization, as the class its config names (a checkpoint of the opt-in
+    head and normalization, as the class its config names (a checkpoint of the
     extension of plus/surprise.py comes back as that file's model). A policy checkpoint
     (pretrain / sft / ppo) gives its decoder as the backbone and a newly initialized head,
     as `RewardModel.from_gpt` would."""

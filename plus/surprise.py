@@ -1,4 +1,4 @@
-"""The surprise term: an opt-in extension of the reward of Stiennon et al. (`--token_surprise`).
+"""The surprise term: this project's extension of the reward of Stiennon et al. (`--token_surprise`).
 
 A summary that states a wrong value ("for 3 years" where the post says 8 months) differs
 from a right one in a single token, and the reward head of plus/reward_head.py, read at
