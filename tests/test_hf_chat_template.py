@@ -97,6 +97,7 @@ def test_ppo_prompts_go_through_the_models_template(tokenizer_dir, tmp_path):
     string as one user turn, becomes the conversation in the model's template up to the
     generation prompt, the ids transformers gives; --prompt_max_len keeps the end."""
     import train
+    from plus import stage_flags
     from plus.distributed import Dist
 
     hf = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -104,7 +105,7 @@ def test_ppo_prompts_go_through_the_models_template(tokenizer_dir, tmp_path):
     file = tmp_path / "prompts.jsonl"
     file.write_text(json.dumps({"prompt": CONVERSATIONS[1]}) + "\n" + json.dumps({"prompt": "Sum up: 3 socks"}) + "\n")
     flags = ["--stage", "ppo", "--dataset", str(file), "--apply_chat_template", "--prompt_max_len", "512"]
-    args = train.stage_args(train.build_parser().parse_args(flags), "ppo")
+    args = stage_flags.stage_args(stage_flags.build_parser().parse_args(flags), "ppo")
     expected = [_hf_ids(hf, CONVERSATIONS[1], True),
                 _hf_ids(hf, [{"role": "user", "content": "Sum up: 3 socks"}], True)]
     assert train.ppo_prompts(args, ours, Dist()) == expected

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import eval as evaluate_cli
 import train
+from plus import stage_flags
 from plus import checkpoint, preferences, reward_trainer
 from plus.data import PreferencePair, SFTExample, collate_shared_prompts, response_ids, truncate_query
 from plus.gpt import GPT, GPTConfig
@@ -201,12 +202,12 @@ def one_by_one(rm, examples):
 
 
 def test_the_surprise_term_is_on_by_default_on_the_world_and_off_on_a_file(sft_dirs, tmp_path):
-    """A new reward model on the built-in world carries the term (train.WORLD_TOKEN_SURPRISE);
+    """A new reward model on the built-in world carries the term (stage_flags.WORLD_TOKEN_SURPRISE);
     on a file it is the plain model of Stiennon et al."""
 
     run(rm_args(sft_dirs / "gpt2", tmp_path / "world", "--max_steps", "1"))
     rm, _, config = load_reward_model(tmp_path / "world" / "rm")
-    assert train.WORLD_TOKEN_SURPRISE and isinstance(rm, SurpriseRewardModel) and config["token_surprise"] is True
+    assert stage_flags.WORLD_TOKEN_SURPRISE and isinstance(rm, SurpriseRewardModel) and config["token_surprise"] is True
     export(tmp_path / "files", n_train=1, n_valid=1, n_test=1, n_comparisons=24)
     run(rm_args(sft_dirs / "gpt2", tmp_path / "file", "--max_steps", "1", "--dataset",
                 str(tmp_path / "files" / "comparisons_train.jsonl")))
@@ -450,11 +451,11 @@ def test_contradictory_flags_are_errors(argv, message, capsys):
 def test_default_micro_batch_fits_the_global_batch_on_every_process_count():
     # rm: global 32, micro-batch default 32 -> 16 per process on 2 processes, 8 on 4; a
     # micro-batch the user set is kept (and checked by the stage).
-    parse = train.build_parser().parse_args
-    micro = {n: train.stage_args(parse(["--stage", "rm"]), "rm", n).micro_train_batch_size for n in (1, 2, 4)}
-    assert micro == {1: 32, 2: 16, 4: 8} and train.STAGE_DEFAULTS["rm"]["micro_train_batch_size"] == 32
-    assert train.stage_args(parse(["--stage", "rm", "--train_batch_size", "128"]), "rm", 2).micro_train_batch_size == 32
-    assert train.stage_args(parse(["--stage", "rm", "--micro_train_batch_size", "32"]), "rm", 2).micro_train_batch_size == 32
+    parse = stage_flags.build_parser().parse_args
+    micro = {n: stage_flags.stage_args(parse(["--stage", "rm"]), "rm", n).micro_train_batch_size for n in (1, 2, 4)}
+    assert micro == {1: 32, 2: 16, 4: 8} and stage_flags.STAGE_DEFAULTS["rm"]["micro_train_batch_size"] == 32
+    assert stage_flags.stage_args(parse(["--stage", "rm", "--train_batch_size", "128"]), "rm", 2).micro_train_batch_size == 32
+    assert stage_flags.stage_args(parse(["--stage", "rm", "--micro_train_batch_size", "32"]), "rm", 2).micro_train_batch_size == 32
 
 
 def test_init_from_a_reward_model_keeps_adds_or_refuses_to_drop_the_surprise_term(sft_dirs, tmp_path, capsys):

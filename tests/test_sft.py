@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import train
+from plus import stage_flags
 from plus import checkpoint, data, sft, training
 from plus.tokenizer import Tokenizer
 
@@ -82,9 +83,9 @@ def test_default_model_is_llama_style_with_an_8_thirds_mlp(pretrained):
     model = json.loads((pretrained / "pretrain" / "config.json").read_text())["model"]
     assert (model["pos"], model["mlp"], model["norm"]) == ("rope", "swiglu", "rmsnorm")
     assert model["intermediate_size"] == 64  # 8/3 * 16 = 42.7, rounded up to a multiple of 32
-    assert train.mlp_width("llama", 128) == 352  # 341.3 -> 352
-    assert train.mlp_width("llama", 4096) == 10944  # 10922.7 -> 10944
-    assert train.mlp_width("gpt2", 128) is None  # GPTConfig's 4d
+    assert stage_flags.mlp_width("llama", 128) == 352  # 341.3 -> 352
+    assert stage_flags.mlp_width("llama", 4096) == 10944  # 10922.7 -> 10944
+    assert stage_flags.mlp_width("gpt2", 128) is None  # GPTConfig's 4d
 
 
 def test_demo_head_is_tied_unless_asked_otherwise(files, pretrained, tmp_path):
@@ -161,7 +162,7 @@ def test_contradictory_flags_are_errors(capsys):
 
 def test_world_sft_defaults_count_posts_and_a_file_keeps_its_own():
     def sizes(*argv, world_size=1):
-        a = train.stage_args(train.build_parser().parse_args(["--stage", "sft", *argv]), "sft", world_size)
+        a = stage_flags.stage_args(stage_flags.build_parser().parse_args(["--stage", "sft", *argv]), "sft", world_size)
         return a.train_batch_size, a.micro_train_batch_size, a.max_steps
     assert sizes() == (8, 8, 1700)                                    # 8 posts x 4 references = 32 summaries
     assert sizes("--references_per_post", "1") == (32, 16, 1700)      # 32 posts x 1
