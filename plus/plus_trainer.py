@@ -61,11 +61,12 @@ import torch.nn.functional as F
 
 from plus import checkpoint, ppo
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
-from plus.data import (DataError, PlusRecord, PreferencePair, collate_shared_prompts, parse_query,
-                       response_ids, truncate_prompt, truncate_query)
+from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, collate_sft, collate_shared_prompts,
+                       parse_query, response_ids, truncate_prompt, truncate_query)
 from plus.distributed import Dist, print0
 from plus.generate import sample_texts
 from plus.reward_trainer import pair_forward, pair_rows, score
+from plus.sft import sequence_loss_sum
 from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
 from plus.world.personas import Persona
 from plus.world.users import SUMMARY_MARKER, parse_summary
@@ -154,9 +155,6 @@ def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch
     (cosine learning rate). So the summarizer has words for z, and the loose link between
     choices and words the corpus shows, before PLUS's RL; the untrained baseline samples
     this model. Returns the last minibatch's loss."""
-    from plus.data import SFTExample, collate_sft
-    from plus.sft import sequence_loss_sum
-
     examples = []
     for doc in documents:
         cut = doc.rindex(SUMMARY_MARKER) + len(SUMMARY_MARKER)
