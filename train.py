@@ -342,6 +342,9 @@ def run_plus(args, ctx: Dist) -> dict:
         population = Path(args.dataset).stem
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
                            if getattr(args, f.name, None) is not None})
+    # What the summarizer reads (plus_trainer.summarizer_prompts): the plain context, or with
+    # --apply_chat_template the --input_key field in the policy tokenizer's chat template.
+    summarizer_input = {"input_key": args.input_key or "context", "apply_chat_template": args.apply_chat_template}
     result = {}
     for method in methods:
         torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
@@ -349,17 +352,29 @@ def run_plus(args, ctx: Dist) -> dict:
         ref_summarizer, _, _ = checkpoint.load_gpt(summarizer_from)
         reward_model = RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0])
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
-                                             response_max_len=args.generate_max_len)
+                                             response_max_len=args.generate_max_len, **summarizer_input)
         config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset, "population": population, "method": method,
+                  "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len,
                   "generate_max_len": args.generate_max_len, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
         out_dir = Path(args.out_dir) / "plus" / population / method
+        if method in ("plus", "untrained"):
+            print0(ctx, f"[plus] {method}: the summarizer reads {config['summarizer_rendering']}")
         last = plus_trainer.train(summarizer=summarizer, ref_summarizer=ref_summarizer, reward_model=reward_model,
                                   tokenizer=tokenizer, records=records, out_dir=out_dir, config=config, cfg=cfg,
                                   settings=settings, ctx=ctx)
         result.update({f"{method}_{k}": v for k, v in last.items() if k in ("rm_accuracy", "summarizer_reward")})
     return result
+
+
+def summarizer_rendering(args, tokenizer) -> str:
+    """How the summarizer's prompt is rendered, in words, for config.json and the log."""
+    key = args.input_key or "context"
+    if not args.apply_chat_template:
+        return f"the plain {key!r} text"
+    return f"{key!r} in " + ("the policy tokenizer's chat template" if tokenizer.chat_template is not None
+                             else "the built-in chat format (the policy's tokenizer has no chat template)")
 
 
 # A length cap that cuts nothing: the read that measures a file's prompts and responses.
@@ -415,6 +430,8 @@ def main(argv=None) -> int:
     try:
         for stage in (STAGES if args.stage == "all" else (args.stage,)):
             t0 = time.perf_counter()
+            # --stage ppo --train_reward: the PLUS authors' fork's spelling of --stage plus --method plus
+            stage = "plus" if args.train_reward else stage
             result = RUNNERS[stage](stage_args(args, stage, ctx.world_size), ctx)
             saved = f", saved to {Path(args.out_dir) / stage}" if stage in STAGES else ""
             print0(ctx, f"[{stage}] done in {time.perf_counter() - t0:.0f}s{saved}: "

@@ -45,7 +45,9 @@ What the demo decoder reads (256 positions): the summarizer reads the context as
 `plus.world.context_text` renders it, the past summaries and choices without their posts,
 its oldest comparisons dropped first while it does not fit beside z (`context_prompt_ids`);
 the reward model reads cue(z), the post cut from its end to fit (never z or the cue), then
-the response.
+the response. A chat model, as the authors train one, reads the context as chat messages
+instead (`context_messages`, the request for "##Summary" as their last turn) in its own
+chat template, up to the cue that opens the assistant's turn (`summarizer_prompts`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, collat
                        parse_query, response_ids, truncate_prompt, truncate_query)
 from plus.distributed import Dist, print0
 from plus.generate import sample_texts
+from plus.preferences import chat_prompt
 from plus.reward_trainer import pair_forward, pair_rows, score
 from plus.sft import sequence_loss_sum
 from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
@@ -74,6 +77,7 @@ from plus.world.users import SUMMARY_MARKER, parse_summary
 PREFERENCE_CUE = ("Here is the summary of my preferences based on previous conversations: {z} "
                   "In the following conversation, keep this in mind to personalize your response.\n\n")
 METHODS = ("bt", "icl", "untrained", "plus", "oracle")  # what the reward model reads in place of z
+SUMMARIZER_INPUTS = ("context", "context_messages")  # the record fields a summarizer's prompt can be
 # In-context: the raw context stands in for z, cut (oldest comparisons first) so that the
 # prompt keeps at least this many tokens: the query's header and the start of the post.
 ICL_MIN_PROMPT_TOKENS = 48
@@ -100,6 +104,24 @@ def context_prompt_ids(tokenizer, context: str, max_tokens: int) -> list[int]:
     """The summarizer's prompt: the context, whose last block asks for "##Summary", cut
     to max_tokens by dropping its oldest comparisons."""
     return last_blocks(tokenizer, context, max_tokens)
+
+
+def summarizer_prompts(tokenizer, records: list[PlusRecord], max_tokens: int, input_key: str = "context",
+                       apply_chat_template: bool = False) -> list[list[int]]:
+    """The summarizer's prompt of each record, in max_tokens. Plain: the `context` text,
+    its oldest comparisons dropped to fit (`context_prompt_ids`). With apply_chat_template:
+    the record's `input_key` field (`context_messages` as they are, `context` as one user
+    turn) in the tokenizer's chat template, ending with the cue that opens the assistant's
+    turn (`plus.preferences.chat_prompt`, as PPO's chat prompts), so that a chat model reads
+    the request for a summary as it was trained to answer one; a longer prompt keeps its end."""
+    if input_key not in SUMMARIZER_INPUTS:
+        raise ValueError(f"the summarizer reads {' or '.join(SUMMARIZER_INPUTS)}, not {input_key!r}")
+    if not apply_chat_template:
+        if input_key != "context":
+            raise ValueError(f"{input_key!r} is a list of chat messages: it needs the chat template")
+        return [context_prompt_ids(tokenizer, r.context, max_tokens) for r in records]
+    return [chat_prompt(tokenizer, {input_key: getattr(r, input_key)}, input_key, max_tokens, r.source)
+            for r in records]
 
 
 def icl_z(tokenizer, context: str, max_tokens: int) -> str:
@@ -246,12 +268,15 @@ def reward_model_pass(model, optimizer, pairs: list[PreferencePair], pad_id: int
 class PlusSettings:
     """What PLUS adds to PPOConfig (plus/ppo.py), which sizes the rollout (users per
     update), the PPO minibatch (also the reward model's) and the summarizer's z length
-    (generate_max_len). The reward model's learning rate is the critic's."""
+    (generate_max_len). The reward model's learning rate is the critic's. input_key and
+    apply_chat_template say how the summarizer reads a context (`summarizer_prompts`)."""
 
     method: str = "plus"
     prompt_max_len: int = 208      # the reward model's prompt, cue(z) + post: 256 positions less a response
     response_max_len: int = 48     # the responses it scores
     eval_batch_size: int = 64
+    input_key: str = "context"
+    apply_chat_template: bool = False
 
 
 def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarizer, cfg: ppo.PPOConfig,
@@ -270,8 +295,8 @@ def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarize
             raise DataError(f"{missing}: the oracle reads each record's 'persona' and this one has none")
         return [Persona(tuple(r.persona.split("+"))).text for r in records]
     prompt_max = summarizer.config.block_size - cfg.generate_max_len
-    texts, _, _ = sample_texts(summarizer, tokenizer, [context_prompt_ids(tokenizer, r.context, prompt_max)
-                                                       for r in records], cfg.generate_max_len,
+    prompts = summarizer_prompts(tokenizer, records, prompt_max, settings.input_key, settings.apply_chat_template)
+    texts, _, _ = sample_texts(summarizer, tokenizer, prompts, cfg.generate_max_len,
                                batch_size=settings.eval_batch_size, temperature=cfg.temperature, seed=seed)
     return [parse_summary(t) for t in texts]
 
@@ -310,7 +335,7 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
     t0 = time.perf_counter()
     if method == "plus":
         prompt_max = summarizer.config.block_size - cfg.generate_max_len
-        prompts = [context_prompt_ids(tokenizer, r.context, prompt_max) for r in records]
+        prompts = summarizer_prompts(tokenizer, records, prompt_max, settings.input_key, settings.apply_chat_template)
         scorer = SummarizerScorer(reward_model, tokenizer, records, settings.prompt_max_len,
                                   settings.response_max_len, settings.eval_batch_size, device)
 

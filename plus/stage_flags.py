@@ -249,17 +249,42 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm_start_steps", type=int, default=None,
                    help=f"plus: minibatches of {PLUS_WARM_START['batch_size']} self-description documents the "
                         f"summarizer learns from before RL (default {PLUS_WARM_START['steps']}; 0: none)")
+    p.add_argument("--train_reward", action="store_true",
+                   help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
+                        "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "
+                        "gives it; with --input_key context_messages --apply_chat_template the summarizer reads "
+                        "the context as chat messages in the policy tokenizer's chat template)")
+
+
+def check_plus_fork_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--stage ppo --train_reward is the PLUS authors' spelling of --stage plus on a file;
+    --input_key names the field the summarizer reads (plus_trainer.summarizer_prompts)."""
+    from plus.plus_trainer import SUMMARIZER_INPUTS
+
+    if args.train_reward and args.stage != "ppo":
+        parser.error("--train_reward only applies to --stage ppo (the PLUS authors' spelling of --stage plus "
+                     "on a file)")
+    if args.train_reward and args.dataset == "synthetic":
+        parser.error("--train_reward trains PLUS on a file (--dataset FILE); on the built-in world use --stage plus")
+    if (args.stage == "plus" or args.train_reward) and args.input_key is not None:
+        if args.input_key not in SUMMARIZER_INPUTS:
+            parser.error(f"--input_key {args.input_key}: the summarizer reads {' or '.join(SUMMARIZER_INPUTS)}")
+        if args.input_key == "context_messages" and not args.apply_chat_template:
+            parser.error("--input_key context_messages needs --apply_chat_template (--stage ppo --train_reward): "
+                         "chat messages are read in the chat template")
 
 
 def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     given = [f for f in PPO_FLAGS if getattr(args, f) not in (None, False)]
     if args.stage not in ("ppo", "plus", "all") and given:
         parser.error(f"--{given[0]} only applies to --stage ppo (and plus)")
-    plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None]
+    plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None
+                  and not (args.train_reward and f == "warm_start_steps")]
     if args.stage != "plus" and plus_given:
         parser.error(f"--{plus_given[0]} only applies to --stage plus")
-    if args.stage == "plus" and (args.resume or args.reward_pretrain):
-        parser.error(f"--{'resume' if args.resume else 'reward_pretrain'} does not apply to --stage plus "
+    if (args.stage == "plus" or args.train_reward) and (args.resume or args.reward_pretrain):
+        parser.error(f"--{'resume' if args.resume else 'reward_pretrain'} does not apply to "
+                     f"{'--train_reward' if args.train_reward else '--stage plus'} "
                      "(the reward model starts from --init_from, as the summarizer)")
     if args.n_users is not None and args.n_users < 1:
         parser.error("--n_users must be >= 1")
@@ -304,6 +329,7 @@ def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> arg
 
 def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Contradictions are errors, never silently ignored."""
+    check_plus_fork_args(args, parser)
     model_flags = [f for f in ("n_layer", "n_head", "n_kv_head", "n_embd", "vocab_size", "tokenizer", "tie_embeddings")
                    if getattr(args, f) is not None]
     if args.stage not in ("pretrain", "all") and model_flags:
