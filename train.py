@@ -6,6 +6,8 @@
     torchrun --nproc_per_node=2 train.py --stage sft --strategy fsdp   # sharded (plus/fsdp.py)
     python train.py --stage rm --dataset comparisons.jsonl --eval_dataset a.jsonl b.jsonl
     python train.py --stage plus --population p2 --method all   # PLUS and its baselines (plus/plus_trainer.py)
+    python train.py --stage ppo --train_reward --input_key context_messages --apply_chat_template --dataset F
+                                                    # PLUS on a file, the PLUS authors' spelling
 
 Stage X writes <out_dir>/X/ and, unless --init_from says otherwise, starts from the
 stage before it under the same --out_dir (ARCHITECTURE.md). The flags, each stage's
@@ -353,7 +355,8 @@ def run_plus(args, ctx: Dist) -> dict:
         reward_model = RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0])
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
                                              response_max_len=args.generate_max_len, **summarizer_input)
-        config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset, "population": population, "method": method,
+        config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset,
+                  "population": population, "method": method,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len,
