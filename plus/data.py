@@ -264,9 +264,20 @@ def format_query(subreddit: str, title: str, post: str) -> str:
     return QUERY_FORMAT.format(subreddit=subreddit, title=title, post=post)
 
 
-def truncate_query(tokenizer, subreddit: str, title: str, post: str, max_tokens: int) -> list[int]:
+def bos_prefix(tokenizer) -> list[int]:
+    """[BOS] for a tokenizer whose sequences begin with one (`Tokenizer.adds_bos`: Llama's),
+    else []: what goes before the first token of a sequence built from plain text, as the
+    model's own tokenizer puts it there. The built-in world's tokenizer has none."""
+    return [tokenizer.bos_id] if getattr(tokenizer, "adds_bos", False) else []
+
+
+def truncate_query(tokenizer, subreddit: str, title: str, post: str, max_tokens: int, bos: bool = True) -> list[int]:
     """Token ids of the query, shortened to `max_tokens` by dropping the end of the post:
-    whole paragraphs first (at newlines), then words if one paragraph is still too long."""
+    whole paragraphs first (at newlines), then words if one paragraph is still too long.
+    The sequence starts with the tokenizer's BOS (`bos_prefix`), counted in max_tokens;
+    bos=False for a query that follows other tokens."""
+    prefix = bos_prefix(tokenizer) if bos else []
+    max_tokens -= len(prefix)
     ids = tokenizer.encode(format_query(subreddit, title, post))
     pieces = post.split("\n")
     while len(ids) > max_tokens and len(pieces) > 1:
@@ -277,24 +288,28 @@ def truncate_query(tokenizer, subreddit: str, title: str, post: str, max_tokens:
         words = words[: max(1, len(words) * 7 // 8)]  # shrink geometrically: few re-encodes
         ids = tokenizer.encode(format_query(subreddit, title, " ".join(words)))
     if len(ids) > max_tokens:
-        raise DataError(f"the query header alone is longer than prompt_max_len={max_tokens} tokens")
-    return ids
+        raise DataError(f"the query header alone is longer than prompt_max_len={max_tokens + len(prefix)} tokens")
+    return prefix + ids
 
 
-def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> list[int]:
+def truncate_prompt(tokenizer, prompt: str, max_tokens: int, bos: bool = True) -> list[int]:
     """A free-form prompt keeps its end: drop whole lines from the start while too long,
-    then tokens."""
+    then tokens. The sequence starts with the tokenizer's BOS (`bos_prefix`), which is
+    kept and counted in max_tokens; bos=False for a prompt that follows other tokens."""
+    prefix = bos_prefix(tokenizer) if bos else []
+    max_tokens -= len(prefix)
     ids = tokenizer.encode(prompt)
     lines = prompt.split("\n")
     while len(ids) > max_tokens and len(lines) > 1:
         lines.pop(0)
         ids = tokenizer.encode("\n".join(lines))
-    return ids[-max_tokens:]
+    return prefix + (ids[-max_tokens:] if max_tokens > 0 else [])
 
 
 def prompt_ids(tokenizer, record: dict, input_key: str | None, max_tokens: int, where: str) -> list[int]:
     """The prompt of a record: the Stiennon query when the record has `subreddit`, `title`
-    and `post` (OpenAI TL;DR files) and no `input_key` is given, else record[input_key]."""
+    and `post` (OpenAI TL;DR files) and no `input_key` is given, else record[input_key];
+    from the tokenizer's BOS where it adds one."""
     if input_key is None:
         if all(k in record for k in ("subreddit", "title", "post")):
             fields = {k: get_text(record, k, where) for k in ("post", "title")}
@@ -386,20 +401,22 @@ def response_tokens(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 
 def pretrain_blocks(tokenizer, texts, block_size: int, n_blocks: int) -> torch.Tensor:
     """[n_blocks, block_size + 1] windows of the EOS-separated token stream of `texts`
-    (each window's last token is the target of its second-to-last)."""
+    (each window's last token is the target of its second-to-last); each text starts with
+    the tokenizer's BOS where it adds one (`bos_prefix`), as the model read its documents."""
     need = n_blocks * block_size + 1
+    bos = bos_prefix(tokenizer)
     stream: list[int] = []
     batch: list[str] = []
     for text in texts:
         batch.append(text)
         if len(batch) == 256:
             for ids in tokenizer.encode_batch(batch):
-                stream.extend(ids + [tokenizer.eos_id])
+                stream.extend(bos + ids + [tokenizer.eos_id])
             batch = []
             if len(stream) >= need:
                 break
     for ids in tokenizer.encode_batch(batch) if batch else []:
-        stream.extend(ids + [tokenizer.eos_id])
+        stream.extend(bos + ids + [tokenizer.eos_id])
     if len(stream) < need:
         raise DataError(f"pretraining corpus too small: {len(stream)} tokens for {n_blocks} blocks of {block_size}")
     flat = torch.tensor(stream[:need], dtype=torch.long)

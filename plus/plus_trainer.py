@@ -63,8 +63,8 @@ import torch.nn.functional as F
 
 from plus import checkpoint, ppo
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
-from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, collate_sft, collate_shared_prompts,
-                       parse_query, response_ids, truncate_prompt, truncate_query)
+from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, bos_prefix, collate_sft,
+                       collate_shared_prompts, parse_query, response_ids, truncate_prompt, truncate_query)
 from plus.distributed import Dist, print0
 from plus.generate import sample_texts
 from plus.preferences import chat_prompt
@@ -102,8 +102,10 @@ def last_blocks(tokenizer, text: str, max_tokens: int) -> list[int]:
 
 def context_prompt_ids(tokenizer, context: str, max_tokens: int) -> list[int]:
     """The summarizer's prompt: the context, whose last block asks for "##Summary", cut
-    to max_tokens by dropping its oldest comparisons."""
-    return last_blocks(tokenizer, context, max_tokens)
+    to max_tokens by dropping its oldest comparisons; from the tokenizer's BOS where it adds
+    one (`plus.data.bos_prefix`, counted in max_tokens)."""
+    bos = bos_prefix(tokenizer)
+    return bos + last_blocks(tokenizer, context, max_tokens - len(bos))
 
 
 def summarizer_prompts(tokenizer, records: list[PlusRecord], max_tokens: int, input_key: str = "context",
@@ -136,14 +138,16 @@ def icl_z(tokenizer, context: str, max_tokens: int) -> str:
 def conditioned_prompt_ids(tokenizer, z: str | None, prompt: str, max_tokens: int) -> list[int]:
     """cue(z) followed by the prompt, in max_tokens: the post of a Stiennon query loses its
     end (paragraphs, then words), another prompt its start; z and the cue are never cut.
-    z None: the prompt alone (the unconditioned Bradley–Terry baseline)."""
-    prefix = [] if z is None else tokenizer.encode(PREFERENCE_CUE.format(z=z.strip()))
+    z None: the prompt alone (the unconditioned Bradley–Terry baseline). The sequence starts
+    with the tokenizer's BOS where it adds one (`plus.data.bos_prefix`), before the cue."""
+    prefix = bos_prefix(tokenizer) + ([] if z is None else tokenizer.encode(PREFERENCE_CUE.format(z=z.strip())))
     budget = max_tokens - len(prefix)
     if budget < 1:
         raise DataError(f"z and the cue take {len(prefix)} tokens, the whole prompt budget of {max_tokens}")
     fields = parse_query(prompt)
     try:
-        rest = truncate_query(tokenizer, *fields, budget) if fields else truncate_prompt(tokenizer, prompt, budget)
+        rest = (truncate_query(tokenizer, *fields, budget, bos=False) if fields
+                else truncate_prompt(tokenizer, prompt, budget, bos=False))
     except DataError as e:
         raise DataError(f"with z ({len(prefix)} tokens with the cue): {e}") from None
     return prefix + rest

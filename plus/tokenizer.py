@@ -31,6 +31,13 @@ tokenizer_config.json: which token ends a sequence (a chat model's end of turn,
 begins, and the chat template (plus/chat_template.py). `load` reads them from there, and
 `save` writes them back beside tokenizer.json, so a checkpoint trained from such a model
 keeps them.
+
+Some models read every sequence from a beginning-of-sequence token (Llama 2's <s>, Llama 3's
+<|begin_of_text|>): their tokenizer adds it when it encodes a text, by the config's
+"add_bos_token" (Llama 2) or by the tokenizer.json post-processor (Llama 3), while Qwen2's and
+GPT-2's add none. `adds_bos` says which, so that the prompt builders (plus/data.py) start a
+sequence from plain text as the model saw its training text start; a chat template spells
+the BOS itself.
 """
 
 from __future__ import annotations
@@ -122,6 +129,12 @@ class Tokenizer:
         # From a tokenizer_config.json (`load`); None for a tokenizer trained here.
         self.bos_token: str | None = None
         self.bos_id: int | None = None
+        # A post-processor that puts one token before the text is the BOS the file adds.
+        plain, special = (backend.encode("x", add_special_tokens=flag).ids for flag in (False, True))
+        self._adds_bos = len(special) == len(plain) + 1 and special[1:] == plain
+        if self._adds_bos:
+            self.bos_id = special[0]
+            self.bos_token = backend.id_to_token(self.bos_id)
         self.chat_template = None  # plus.chat_template.ChatTemplate
         self.config: dict | None = None
 
@@ -201,8 +214,11 @@ class Tokenizer:
         from plus.chat_template import ChatTemplate
 
         self.config = config
-        self.bos_token = special.get("bos_token")
-        self.bos_id = None if self.bos_token is None else self._backend.token_to_id(self.bos_token)
+        if special.get("bos_token") is not None:
+            self.bos_token = special["bos_token"]
+            self.bos_id = self._backend.token_to_id(self.bos_token)
+        if isinstance(config.get("add_bos_token"), bool):  # the config's word wins over the post-processor's
+            self._adds_bos = config["add_bos_token"] and self.bos_id is not None
         source, origin = config.get("chat_template"), config_file
         if isinstance(source, list):  # [{"name": ..., "template": ...}]: the default one
             source = next((t.get("template") for t in source if isinstance(t, dict) and t.get("name") == "default"),
@@ -241,6 +257,12 @@ class Tokenizer:
                 config["chat_template"] = self.chat_template.source
             (file.parent / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
                                                              encoding="utf-8")
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether a sequence encoded from text begins with `bos_id`, as the model's own
+        tokenizer gives it (module docstring); False for a tokenizer trained here."""
+        return self._adds_bos
 
     @property
     def vocab_size(self) -> int:
