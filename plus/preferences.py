@@ -19,6 +19,7 @@ model sees exactly the sequences it will later score during PPO.
 
 from __future__ import annotations
 
+import os
 import re
 
 from plus.bradley_terry import ranking_pairs
@@ -54,6 +55,31 @@ def chat_prompt_ids(tokenizer, messages: list[dict], max_tokens: int, where: str
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True)[-max_tokens:]
     except ChatTemplateError as e:
         raise DataError(f"{where}: {e}") from None
+
+
+def chat_reply_ids(tokenizer, messages: list[dict], reply: str, max_tokens: int, where: str) -> list[int]:
+    """The assistant's `reply` to `messages` as the tokenizer's chat template writes it: the
+    conversation with the reply as its last turn, rendered through the template, less the
+    prompt that `chat_prompt_ids` renders (the conversation up to the generation prompt),
+    and up to the end-of-sequence id that closes the turn (ChatML's "<|im_end|>", Llama 3's
+    "<|eot_id|>"), where the policy stops; EOS is appended when the template writes none.
+    So a chat model is scored on its reply as it would write it after the generation prompt,
+    with no leading space and no text after its end of turn. The rest of the rendered text
+    is encoded on its own, as the policy writes it after the prompt's last token (one
+    encoding of the whole conversation may merge across that boundary). Cut to max_tokens."""
+    from plus.chat_template import ChatTemplateError
+
+    try:
+        prompt = tokenizer.chat_template.render(messages, True)
+        full = tokenizer.chat_template.render(messages + [{"role": "assistant", "content": reply}], False)
+    except ChatTemplateError as e:
+        raise DataError(f"{where}: {e}") from None
+    # Where the template's generation prompt ends in layout the turn does not repeat (a
+    # trailing newline), the reply starts where the two texts part.
+    reply_ids = tokenizer.encode_rendered(full[len(os.path.commonprefix([prompt, full])):])
+    end = reply_ids.index(tokenizer.eos_id) + 1 if tokenizer.eos_id in reply_ids else None
+    reply_ids = reply_ids[:end] if end is not None else reply_ids + [tokenizer.eos_id]
+    return reply_ids[:max_tokens]
 
 
 def chat_messages(value, key: str, where: str) -> list[dict]:
@@ -113,12 +139,19 @@ class _PreferenceParser:
         return self.generic(record, where)
 
     def pair(self, prompt: list[int], chosen: str, rejected: str, where: str, margin: float = 0.0,
-             gold: float | None = None) -> PreferencePair:
+             gold: float | None = None, conversation: list[dict] | None = None) -> PreferencePair:
+        """The pair of two replies to `prompt`: each " " + text + EOS (`response_ids`), or,
+        given the `conversation` they answer and a tokenizer with a chat template, as that
+        template writes the assistant's turn (`chat_reply_ids`)."""
         for name, text in (("chosen", chosen), ("rejected", rejected)):
             if not text.strip():
                 raise DataError(f"{where}: the {name} response is empty")
-        chosen_ids = response_ids(self.tokenizer, chosen, self.generate_max_len)
-        rejected_ids = response_ids(self.tokenizer, rejected, self.generate_max_len)
+        if conversation is not None and getattr(self.tokenizer, "chat_template", None) is not None:
+            chosen_ids, rejected_ids = (chat_reply_ids(self.tokenizer, conversation, text, self.generate_max_len, where)
+                                        for text in (chosen, rejected))
+        else:
+            chosen_ids = response_ids(self.tokenizer, chosen, self.generate_max_len)
+            rejected_ids = response_ids(self.tokenizer, rejected, self.generate_max_len)
         if chosen_ids == rejected_ids:
             # Identical inputs carry no preference; a reward model can only tie them.
             cut = "" if chosen.strip() == rejected.strip() else f" in their first {self.generate_max_len} tokens"
@@ -189,7 +222,8 @@ class _PreferenceParser:
                 raise DataError(f"{where}: no prompt: pass prompt_key, or put the conversation before the "
                                 "reply in chosen/rejected")
             prompt_ids = chat_prompt_ids(self.tokenizer, turns + chosen_turns, self.prompt_max_len, where)
-            return [self.pair(prompt_ids, chosen_reply, rejected_reply, where, margin=margin)]
+            return [self.pair(prompt_ids, chosen_reply, rejected_reply, where, margin=margin,
+                              conversation=turns + chosen_turns)]
         if prompt is not None:
             prompt_text, chosen_reply, rejected_reply = prompt, chosen, rejected
         else:  # Human/Assistant transcripts: the prompt is the shared part before the reply

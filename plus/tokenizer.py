@@ -293,8 +293,12 @@ class Tokenizer:
         the rendered text, with the special tokens it spells read as their ids."""
         if self.chat_template is None:
             raise TokenizerError("this tokenizer has no chat template (tokenizer_config.json's \"chat_template\")")
-        text = self.chat_template.render(messages, add_generation_prompt)
-        self._backend.encode_special_tokens = False  # here "<|im_start|>" is meant as the token
+        return self.encode_rendered(self.chat_template.render(messages, add_generation_prompt))
+
+    def encode_rendered(self, text: str) -> list[int]:
+        """Token ids of text a chat template rendered: the special tokens it spells
+        ("<|im_start|>") read as their ids, which `encode` never does for user text."""
+        self._backend.encode_special_tokens = False
         try:
             return self._backend.encode(text, add_special_tokens=False).ids
         finally:

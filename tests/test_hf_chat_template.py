@@ -92,6 +92,24 @@ def test_preference_messages_go_through_the_models_template(tokenizer_dir, tmp_p
             preferences.load_preference_pairs(str(file), ours, apply_chat_template=True)
 
 
+def test_preference_replies_are_the_templates_assistant_turn(tokenizer_dir, tmp_path):
+    """--apply_chat_template: each reply is the assistant's turn as the template writes it
+    after the generation prompt (no leading space), through the end-of-turn EOS."""
+    hf = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    ours = Tokenizer.load(tokenizer_dir)
+    conversation = CONVERSATIONS[1]
+    file = tmp_path / "pairs.jsonl"
+    file.write_text(json.dumps({"prompt": conversation, "chosen": "25", "rejected": "twenty five"}) + "\n")
+    pairs, _ = preferences.load_preference_pairs(str(file), ours, apply_chat_template=True, prompt_max_len=512)
+    prefix = _hf_ids(hf, conversation, True)
+    for reply, ids in (("25", pairs[0].chosen), ("twenty five", pairs[0].rejected)):
+        full = _hf_ids(hf, conversation + [{"role": "assistant", "content": reply}], False)
+        if full[:len(prefix)] == prefix:  # ChatML; Llama 3's "\n\n" before the reply merges with it
+            turn = full[len(prefix):]
+            assert ids == turn[:turn.index(ours.eos_id) + 1]  # the reply, then <|im_end|>
+        assert ours.decode(ids, skip_special_tokens=False) == reply + ours.eos_token
+
+
 def test_ppo_prompts_go_through_the_models_template(tokenizer_dir, tmp_path):
     """train.py --stage ppo --apply_chat_template: a prompt field of chat messages, or a
     string as one user turn, becomes the conversation in the model's template up to the
