@@ -81,6 +81,31 @@ def all_reduce_sum(ctx: Dist, x: torch.Tensor) -> torch.Tensor:
     return reduced.to(x.device)
 
 
+def all_reduce_grads(ctx: Dist, model: torch.nn.Module) -> None:
+    """Sum every parameter's gradient over ranks, in place, in one flat reduction (nothing
+    in a world of one). For a loop that scales each rank's loss by the *global* batch
+    itself, so that the sum is the gradient one process would compute; DDP would average
+    instead. A parameter without a gradient keeps none (the same on every rank)."""
+    if not ctx.enabled:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    summed = all_reduce_sum(ctx, torch.cat([g.reshape(-1) for g in grads]))
+    for g, part in zip(grads, summed.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def gather_lists(ctx: Dist, items: list) -> list:
+    """Every rank's list (of picklable items), concatenated in rank order: with contiguous
+    shares (`rank_slice`) the global list as one process holds it."""
+    if not ctx.enabled:
+        return list(items)
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
 def rank_slice(ctx: Dist, n: int) -> slice:
     """This rank's contiguous share of n items (n must divide evenly)."""
     if n % ctx.world_size:

@@ -41,6 +41,13 @@ steps, and differ only in what it reads in place of z (`METHODS`): nothing (Brad
 the raw context (in-context), a z the initial summarizer wrote once (untrained), or the
 persona's own description (oracle).
 
+Under torchrun each process samples and scores its contiguous share of the batch's users
+(plus/ppo.py's split), and the summarizer and its critic train under DDP as in PPO. The
+reward model's pass reads the whole batch's z, gathered in rank order: each process
+computes its share of every minibatch, its loss scaled by the minibatch's global size, and
+the gradients are summed over processes before the clip and the step, so the update is the
+one a single process makes (`reward_model_pass`). Rank 0 writes the metrics and the models.
+
 What the demo decoder reads (256 positions): the summarizer reads the context as
 `plus.world.context_text` renders it, the past summaries and choices without their posts,
 its oldest comparisons dropped first while it does not fit beside z (`context_prompt_ids`);
@@ -65,7 +72,7 @@ from plus import checkpoint, ppo
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
 from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, bos_prefix, collate_sft,
                        collate_shared_prompts, parse_query, response_ids, truncate_prompt, truncate_query)
-from plus.distributed import Dist, print0
+from plus.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, gather_lists, print0, rank_slice
 from plus.generate import sample_texts
 from plus.preferences import chat_prompt
 from plus.reward_trainer import pair_forward, pair_rows, score
@@ -241,27 +248,34 @@ class SummarizerScorer:
 # The reward model's Bradley–Terry pass
 
 def reward_model_pass(model, optimizer, pairs: list[PreferencePair], pad_id: int, train_batch_size: int,
-                      micro_batch_size: int, lr: float, max_grad_norm: float, device, dtype: str = "fp32") -> dict:
-    """One pass over `pairs` in minibatches of train_batch_size (one optimizer step each),
-    micro-batches packed one row per prompt (`collate_shared_prompts`) and scored by
-    `pair_forward`; the loss of a minibatch is its mean Bradley–Terry loss. Returns the
-    pass's mean loss and its accuracy (the rewards before each step)."""
+                      micro_batch_size: int, lr: float, max_grad_norm: float, device, dtype: str = "fp32",
+                      ctx: Dist = Dist()) -> dict:
+    """One pass over `pairs` (the whole batch, the same on every rank) in minibatches of
+    train_batch_size (one optimizer step each), micro-batches packed one row per prompt
+    (`collate_shared_prompts`) and scored by `pair_forward`; the loss of a minibatch is
+    its mean Bradley–Terry loss. Under torchrun each rank takes its contiguous share of
+    every minibatch, scales its loss by the minibatch's global size and the gradients are
+    summed over ranks before the clip and the step: the update one process makes.
+    Returns the pass's mean loss and its accuracy (the rewards before each step)."""
     model.train()
     set_lr(optimizer, lr)
-    loss_sum, hits = 0.0, 0.0
+    sums = torch.zeros(2, dtype=torch.float64)  # loss x pairs, correct pairs: this rank's
     for start in range(0, len(pairs), train_batch_size):
         minibatch = pairs[start:start + train_batch_size]
-        for m in range(0, len(minibatch), micro_batch_size):
-            batch = collate_shared_prompts(minibatch[m:m + micro_batch_size], pad_id)
+        mine = minibatch[rank_slice(ctx, len(minibatch))]
+        for m in range(0, len(mine), micro_batch_size):
+            batch = collate_shared_prompts(mine[m:m + micro_batch_size], pad_id)
             with autocast(device, dtype):
                 chosen, rejected, _ = pair_forward(model, batch, device, with_lm=False)
                 loss = bradley_terry_loss(chosen, rejected) * chosen.numel() / len(minibatch)
             loss.backward()
-            loss_sum += float(loss.detach()) * len(minibatch)
-            hits += preference_accuracy(chosen.detach(), rejected.detach()) * chosen.numel()
+            sums[0] += float(loss.detach()) * len(minibatch)
+            sums[1] += preference_accuracy(chosen.detach(), rejected.detach()) * chosen.numel()
+        all_reduce_grads(ctx, model)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    loss_sum, hits = all_reduce_sum(ctx, sums).tolist()
     return {"rm_loss": loss_sum / len(pairs), "rm_accuracy": hits / len(pairs)}
 
 
@@ -315,24 +329,27 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
     method, device = settings.method, torch.device(cfg.device)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (valid: {', '.join(METHODS)})")
-    if ctx.world_size > 1:
-        raise ValueError("--stage plus runs in one process")
     if len(records) < cfg.rollout_batch_size:
         cfg = ppo.fit_rollout_to_prompts(cfg, len(records), ctx.world_size)
+    if cfg.rollout_batch_size % ctx.world_size or cfg.train_batch_size % ctx.world_size:
+        raise ValueError(f"--rollout_batch_size {cfg.rollout_batch_size} and --train_batch_size "
+                         f"{cfg.train_batch_size} must be multiples of the {ctx.world_size} processes")
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / checkpoint.METRICS
-    truncate_metrics(metrics_path, 0)
+    if ctx.is_main:
+        truncate_metrics(metrics_path, 0)
     reward_model.to(device)
     rm_optimizer = make_optimizer(reward_model, cfg.critic_learning_rate, cfg.weight_decay)
     steps_per_epoch = len(records) // cfg.rollout_batch_size
 
     def rm_update(step: int, indices: list[int], zs: list[str | None]) -> dict:
-        """Step 4: one Bradley–Terry pass on the batch's training pairs, conditioned on zs."""
+        """Step 4: one Bradley–Terry pass on the batch's training pairs, conditioned on zs
+        (the whole batch's users, on every rank)."""
         pairs = conditioned_pairs(tokenizer, [records[i] for i in indices], zs, "train", settings.prompt_max_len,
                                   settings.response_max_len)
         lr = lr_at(step, cfg.max_steps, cfg.critic_learning_rate, warmup=1)  # cosine, as the authors'
         out = reward_model_pass(reward_model, rm_optimizer, pairs, tokenizer.pad_id, cfg.train_batch_size,
-                                cfg.micro_train_batch_size, lr, cfg.max_grad_norm, device, cfg.dtype)
+                                cfg.micro_train_batch_size, lr, cfg.max_grad_norm, device, cfg.dtype, ctx)
         lengths = [len(tokenizer.encode(z)) for z in zs if z is not None]
         return {**out, "rm_lr": lr, **({"z_tokens": sum(lengths) / len(lengths)} if lengths else {})}
 
@@ -344,15 +361,19 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
                                   settings.response_max_len, settings.eval_batch_size, device)
 
         def on_update(step: int, rollout: ppo.Rollout, stats: dict) -> dict:
-            zs = z_texts(tokenizer, rollout.response_lists())  # the z that step 2 scored
+            # The z that step 2 scored. Under torchrun the rollout holds this rank's users only
+            # (PPO's contiguous share of the batch): gathered in rank order, they are the batch.
+            indices = gather_lists(ctx, list(rollout.prompt_indices))
+            zs = gather_lists(ctx, z_texts(tokenizer, rollout.response_lists()))
             # summarizer_reward: the mean score PPO paid (clipped; missing-EOS penalty applied)
-            return {"summarizer_reward": stats["score"], **rm_update(step - 1, rollout.prompt_indices, zs)}
+            return {"summarizer_reward": stats["score"], **rm_update(step - 1, indices, zs)}
 
         last = ppo.train(policy=summarizer, ref_policy=ref_summarizer, critic=Critic.from_reward_model(reward_model),
                          score_fn=scorer, tokenizer=tokenizer, prompts=prompts, out_dir=out_dir / "summarizer",
                          config={**config, "stage": "plus_summarizer", "model": summarizer.config.to_dict()},
                          cfg=cfg, ctx=ctx, on_update=on_update)
-        shutil.copyfile(out_dir / "summarizer" / checkpoint.METRICS, metrics_path)
+        if ctx.is_main:
+            shutil.copyfile(out_dir / "summarizer" / checkpoint.METRICS, metrics_path)
     else:
         zs = fixed_summaries(method, records, tokenizer, summarizer, cfg, settings, cfg.seed)
         last = {}
@@ -362,11 +383,14 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
                                                                  (offset + 1) * cfg.rollout_batch_size]
             last = {"step": step + 1, **rm_update(step, indices, [zs[i] for i in indices]),
                     "elapsed_s": time.perf_counter() - t0}
-            append_metrics(metrics_path, last)
-        if method == "untrained":
+            if ctx.is_main:
+                append_metrics(metrics_path, last)
+        if method == "untrained" and ctx.is_main:
             (out_dir / "summaries.jsonl").write_text("".join(
                 json.dumps({"source": r.source, "z": z}) + "\n" for r, z in zip(records, zs)))
-    reward_model.save(out_dir / "reward_model", tokenizer, extra_config={**config, "stage": "plus_rm"})
+    if ctx.is_main:
+        reward_model.save(out_dir / "reward_model", tokenizer, extra_config={**config, "stage": "plus_rm"})
+    barrier(ctx)
     print0(ctx, f"[plus] {method}: {cfg.max_steps} updates of {cfg.rollout_batch_size} users in "
                 f"{time.perf_counter() - t0:.0f}s")
     return last
