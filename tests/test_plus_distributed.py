@@ -16,8 +16,6 @@ reward-model pass on the gathered rollout.
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import pytest
 import torch
@@ -28,26 +26,10 @@ from plus import checkpoint
 from plus.gpt import GPT, GPTConfig
 from plus.tokenizer import Tokenizer
 from plus.world import World
+from ddp_helpers import ddp_worker, free_port
 
 METHODS = ("plus", "bt")
 RM_LR = 1e-3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ddp_worker(rank: int, ports: list[int], runs: list[list[str]]) -> None:
-    """One of two processes: the environment torchrun would set, then train.main per run
-    (each run on a fresh port: the previous run's process group closed its store)."""
-    torch.set_num_threads(1)
-    for port, argv in zip(ports, runs):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                          WORLD_SIZE="2")
-        if train.main(argv) != 0:
-            raise RuntimeError(f"rank {rank}: train.main failed")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 import json
 import math
-import os
 import random
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from plus.reward_head import RewardModel, load_reward_model
 from plus.surprise import SurpriseRewardModel
 from plus.world import World, export, swapped_references
 from plus.tokenizer import Tokenizer
+from ddp_helpers import ddp_worker, free_port
 
 # ---- the loss of one micro-batch ----------------------------------------------------------
 
@@ -314,23 +313,6 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(sft_dirs, tmp_path, 
     for name in a:  # the normalization buffers included
         torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
     assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ddp_worker(rank: int, ports: list[int], runs: list[list[str]]) -> None:
-    """One of two processes: the environment torchrun would set, then train.main per run
-    (each run on a fresh port: the previous run's process group closed its store)."""
-    torch.set_num_threads(1)
-    for port, argv in zip(ports, runs):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                          WORLD_SIZE="2")
-        if train.main(argv) != 0:
-            raise RuntimeError(f"rank {rank}: train.main failed")
 
 
 def test_two_processes_follow_the_single_process_loss_curve(sft_dirs, tmp_path):
