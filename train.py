@@ -258,9 +258,10 @@ def run_ppo(args, ctx: Dist) -> dict:
               "reward_pretrain": str(reward_from), "dataset": args.dataset, "input_key": args.input_key,
               "apply_chat_template": args.apply_chat_template, "prompt_max_len": args.prompt_max_len,
               "generate_max_len": cfg.generate_max_len, "temperature": cfg.temperature}  # ppo.train adds its "ppo"
-    with StopOnSignal() as stop:  # SIGTERM: the update finishes, the policy is saved (ppo.train)
+    with StopOnSignal() as stop:  # SIGTERM: the update finishes, a resumable checkpoint is saved (ppo.train)
         return ppo.train(policy=policy, ref_policy=ref_policy, critic=critic, score_fn=score_fn, tokenizer=tokenizer,
-                         prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx, stop=stop)
+                         prompts=prompts, out_dir=out_dir, config=config, cfg=cfg, ctx=ctx, stop=stop,
+                         resume=args.resume)
 
 
 def ppo_prompts(args, tokenizer, ctx: Dist) -> list[list[int]]:

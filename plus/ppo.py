@@ -72,17 +72,18 @@ from tqdm import tqdm
 from kernels import token_logprobs
 from plus import checkpoint
 from plus.data import IGNORE_INDEX, RESPONSE_MAX_LEN, SFTExample
-from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save, print0,
-                               rank_slice, wrap_model)
+from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
+                               load_optimizer_state, print0, rank_slice, wrap_model)
 from plus.gae import compute_gae, whiten
 from plus.generate import generate, left_pad
 from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
 from plus.metrics import explained_variance, masked_mean
 from plus.ppo_loss import policy_loss, value_loss
 from plus.training import (Preempted, StopOnSignal, append_metrics, autocast, check_finite, epoch_order,
-                           full_precision, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
+                           full_precision, load_resume_state, lr_at, make_optimizer, set_lr, truncate_metrics, unwrap)
 
 SNAPSHOTS = "checkpoints"  # <out_dir>/checkpoints/step_N: the policy along the run (for eval's over-optimization view)
+CRITIC = "critic"          # <out_dir>/critic: the critic and its optimizer, for --resume
 
 
 @dataclass
@@ -115,7 +116,7 @@ class PPOConfig:
     eps_clip: float = 0.2             # policy ratio clip
     value_clip: float = 0.2           # value clip around the rollout-time values
     vf_coef: float = 0.1              # weight of the value loss in the summed loss
-    save_steps: int = 0               # also save the policy every N updates to <out_dir>/checkpoints/step_N
+    save_steps: int = 0               # every N updates: a resumable <out_dir> and the policy in checkpoints/step_N
     seed: int = 0
     device: str = "cpu"
     dtype: str = "fp32"               # bf16: forwards under bf16 autocast (train.py: default bf16 on CUDA)
@@ -309,6 +310,14 @@ def rollout(policy, ref_policy, critic, score_fn: ScoreFn, tokenizer, prompts: l
 # ----------------------------------------------------------------------------------------
 # The loop
 
+def update_generator(seed: int, step: int, stream: int, device="cpu") -> torch.Generator:
+    """The random numbers of one update: a generator seeded by (seed, update, stream)
+    alone, so a run resumed at update k draws exactly what the uninterrupted run drew
+    from k on. Stream 0 shuffles the minibatches; stream 1 + rank samples that
+    process's responses."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_000 + step) * 1_000 + stream)
+
+
 def train(
     *,
     policy,                    # GPT: the SFT model, trained in place
@@ -323,12 +332,17 @@ def train(
     ctx: Dist = Dist(),
     on_update: UpdateCallback | None = None,
     stop: StopOnSignal | None = None,  # entered by the caller: SIGTERM ends the run after the current update
+    resume: bool = False,      # continue from the resumable checkpoint in out_dir
 ) -> dict:
     """Run `cfg.max_steps` PPO updates, save the policy to `out_dir`; returns the last
     logged metrics. A SIGTERM that `stop` caught (a cluster's notice before it kills a job)
-    lets the update finish, saves the policy as the final one and raises `Preempted`. PPO
-    keeps no optimizer, critic or KL-controller state, so the run cannot resume; the
-    message says so."""
+    lets the update finish, saves a resumable checkpoint and raises `Preempted`.
+
+    The checkpoint in `out_dir` is a plain policy checkpoint (what eval.py loads) that
+    also holds what `resume` needs: the policy's optimizer, the step, the KL coefficient
+    and the global RNG states (trainer_state.json, optimizer.pt, rng.pt), and in
+    `out_dir/critic` the critic with its optimizer. Each update's own random numbers come
+    from `update_generator`, so nothing more is needed to continue bit for bit."""
     device = torch.device(cfg.device)
 
     # ---- derived sizes ----------------------------------------------------------------
@@ -370,6 +384,19 @@ def train(
         _disable_dropout(model)                                      # Detail: dropout off everywhere
     policy.to(device).train()
     critic.to(device).train()
+    stage = config.get("stage", "ppo")
+    start = 0
+    if resume:  # the weights before wrapping (FSDP shards them); the optimizers' states after
+        state, policy_opt_state, rng = load_resume_state(out_dir, stage)
+        critic_state, critic_opt_state, _ = checkpoint.load_trainer_state(out_dir / CRITIC)
+        if critic_state.get("step") != state["step"]:
+            raise checkpoint.CheckpointError(f"{out_dir / CRITIC}: the critic is from update {critic_state.get('step')}, "
+                                             f"the policy from update {state['step']}; the checkpoint cannot resume")
+        checkpoint.load_into(policy, checkpoint.load_state_dict(out_dir, device))
+        checkpoint.load_into(critic, checkpoint.load_state_dict(out_dir / CRITIC, device))
+        checkpoint.set_rng_state(rng)
+        start = state["step"]
+        print0(ctx, f"[ppo] resuming {out_dir} from update {start} of {cfg.max_steps}")
     ref_policy.to(device).eval().requires_grad_(False)
     if not critic.config.tie_embeddings:
         # The critic never calls its LM head; a parameter without a gradient would stall DDP.
@@ -388,26 +415,39 @@ def train(
     critic_optimizer = make_optimizer(critic, cfg.critic_learning_rate, cfg.weight_decay, eps=cfg.adam_eps)
     kl_controller = (AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
                      if cfg.kl_target is not None else FixedKLController(cfg.init_kl_coef))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + ctx.rank)  # each process its own samples
-    shuffle = torch.Generator().manual_seed(cfg.seed)
+    if resume:
+        load_optimizer_state(ddp_policy, policy_optimizer, policy_opt_state)
+        load_optimizer_state(ddp_critic, critic_optimizer, critic_opt_state)
+        kl_controller.value = state["kl_coef"]
 
     metrics_path = out_dir / checkpoint.METRICS
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        truncate_metrics(metrics_path, 0)
-    saved = {"last": None}  # the newest checkpoint this run wrote, named by the NaN guard
+        truncate_metrics(metrics_path, start)  # forget what was logged after the checkpoint
+    saved = {"last": out_dir if resume else None}  # the newest checkpoint, named by the NaN guard
 
-    def save(step: int, final: bool):
-        weights, _ = gather_for_save(ddp_policy)  # FSDP: every process takes part
+    def save(step: int, snapshot: bool = False):
+        """The resumable checkpoint in <out_dir> (with `snapshot`, the policy in
+        checkpoints/step_N too). The critic is written first, then the policy's directory
+        swaps in, keeping critic/ and the snapshots; both record the step, so a crash
+        between the two is found on resume."""
+        weights, policy_opt = gather_for_save(ddp_policy, policy_optimizer)  # FSDP: every process takes part
+        critic_weights, critic_opt = gather_for_save(ddp_critic, critic_optimizer)
         if ctx.is_main:
             snapshots = out_dir / SNAPSHOTS
             if saved["last"] is None and snapshots.exists():
                 shutil.rmtree(snapshots)  # an earlier run's snapshots: not this run's curve
-            path = out_dir if final else snapshots / f"step_{step}"
-            # The final save replaces <out_dir> but keeps the snapshots inside it.
-            checkpoint.save_checkpoint(path, policy, {**config, "step": step}, tokenizer=tokenizer, state_dict=weights,
-                                       metrics_file=metrics_path if final else None, keep=(SNAPSHOTS,) if final else ())
-            saved["last"] = path
+            if snapshot:
+                checkpoint.save_checkpoint(snapshots / f"step_{step}", policy, {**config, "step": step},
+                                           tokenizer=tokenizer, state_dict=weights)
+            trainer_state = {"stage": stage, "step": step, "max_steps": cfg.max_steps, "seed": cfg.seed,
+                             "kl_coef": kl_controller.value}
+            checkpoint.save_checkpoint(out_dir / CRITIC, critic, {"stage": stage, "model": critic.config.to_dict()},
+                                       trainer_state=trainer_state, optimizer=critic_opt, state_dict=critic_weights)
+            checkpoint.save_checkpoint(out_dir, policy, {**config, "step": step}, tokenizer=tokenizer,
+                                       state_dict=weights, trainer_state=trainer_state, optimizer=policy_opt,
+                                       metrics_file=metrics_path, keep=(SNAPSHOTS, CRITIC))
+        saved["last"] = out_dir
         barrier(ctx)
 
     def guard(step: int, **quantities: float) -> None:
@@ -418,11 +458,14 @@ def train(
                 f"({cfg.micro_train_batch_size} x {local_minibatch // cfg.micro_train_batch_size} accumulation x "
                 f"{ctx.world_size} processes{'' if ctx.world_size == 1 else ', ' + cfg.strategy}), "
                 f"{n_params / 1e6:.2f}M parameters per model")
-    bar = tqdm(range(cfg.max_steps), desc="ppo", disable=not ctx.is_main or cfg.no_progress, dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="ppo",
+               disable=not ctx.is_main or cfg.no_progress, dynamic_ncols=True)
     last = {}
-    optimizer_step = 0
+    optimizer_step = start * cfg.ppo_epochs * minibatches_per_epoch
     for step in bar:
         t0 = time.perf_counter()
+        generator = update_generator(cfg.seed, step, 1 + ctx.rank, device)  # each process its own samples
+        shuffle = update_generator(cfg.seed, step, 0)
 
         # ---- 1. rollout: sample, then score with the reward and both policies ------------
         indices = prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)]
@@ -512,16 +555,17 @@ def train(
             append_metrics(metrics_path, last)
             bar.set_postfix(score=f"{last['score']:.2f}", kl=f"{last['kl']:.2f}", eos=f"{last['eos_rate']:.2f}",
                             clip=f"{last['clipfrac']:.2f}", tok_s=f"{last['tokens_per_s']:.0f}")
-        if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps:
-            save(step + 1, final=False)
+        periodic = bool(cfg.save_steps) and (step + 1) % cfg.save_steps == 0 and step + 1 < cfg.max_steps
+        if periodic:
+            save(step + 1, snapshot=True)
         if stop is not None and step + 1 < cfg.max_steps and stop.requested(ctx):
             bar.close()
-            save(step + 1, final=True)
-            raise Preempted(f"[ppo] stopped by SIGTERM after update {step + 1} of {cfg.max_steps}; saved the policy "
-                            f"to {out_dir}. PPO cannot resume (its critic and optimizers are not saved): run the "
-                            "stage again for all its updates")
+            if not periodic:
+                save(step + 1)
+            raise Preempted(f"[ppo] stopped by SIGTERM after update {step + 1} of {cfg.max_steps}; saved to "
+                            f"{out_dir}: continue with the same flags and --stage {stage} --resume")
     bar.close()
-    save(cfg.max_steps, final=True)
+    save(cfg.max_steps)
     return last
 
 

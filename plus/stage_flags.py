@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plus_args(p)
     # bookkeeping
     p.add_argument("--save_steps", type=int, default=None,
-                   help="also save every N steps (for --resume; ppo: the policy snapshots, default 4)")
+                   help="also save every N steps (for --resume; ppo: also a policy snapshot, default 4)")
     p.add_argument("--resume", action="store_true", help="continue the stage from its saved checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -290,8 +290,6 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--n_users must be >= 1")
     if args.warm_start_steps is not None and args.warm_start_steps < 0:
         parser.error("--warm_start_steps must be >= 0")
-    if args.stage == "ppo" and args.resume:
-        parser.error("--resume is not supported for --stage ppo (a run is a few minutes; start it again)")
     if args.stage == "ppo" and args.max_epochs != 1:
         parser.error("--max_epochs does not apply to --stage ppo: --max_steps counts updates, "
                      "--ppo_epochs the passes over each rollout")

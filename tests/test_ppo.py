@@ -126,11 +126,10 @@ def ppo_flags(tiny, out, *extra):
             *extra]
 
 
-def test_sigterm_finishes_the_update_saves_the_policy_and_says_ppo_cannot_resume(tiny, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_sigterm_finishes_the_update_saves_the_policy_and_names_resume(tiny, tmp_path, monkeypatch, capsys):
     """SIGTERM during the first of two updates: the update finishes, the policy is saved as
     the run's policy, bit for bit the snapshot an uninterrupted run saves after that update,
-    exit 0, and the message says that PPO cannot resume."""
+    exit 0, and the message names the flags that continue the run."""
     import os
     import signal
 
@@ -145,8 +144,8 @@ def test_sigterm_finishes_the_update_saves_the_policy_and_says_ppo_cannot_resume
     assert train.main(ppo_flags(tiny, tmp_path / "stopped")) == 0
     monkeypatch.undo()
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"[ppo] stopped by SIGTERM after update 1 of 2; saved the policy to {tmp_path / 'stopped' / 'ppo'}. PPO cannot "
-        "resume (its critic and optimizers are not saved): run the stage again for all its updates")
+        f"[ppo] stopped by SIGTERM after update 1 of 2; saved to {tmp_path / 'stopped' / 'ppo'}: continue with the "
+        "same flags and --stage ppo --resume")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     stopped = checkpoint.load_state_dict(tmp_path / "stopped" / "ppo")
     snapshot = checkpoint.load_state_dict(tmp_path / "whole" / "ppo" / ppo.SNAPSHOTS / "step_1")
@@ -155,6 +154,49 @@ def test_sigterm_finishes_the_update_saves_the_policy_and_says_ppo_cannot_resume
     first = json.loads((tmp_path / "whole" / "ppo" / "metrics.jsonl").read_text().splitlines()[0])
     (line,) = (tmp_path / "stopped" / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(line)["loss"] == first["loss"]
+
+
+def test_resume_after_sigterm_continues_bit_for_bit(tiny, tmp_path, monkeypatch):
+    """Four updates uninterrupted, and four stopped by SIGTERM during update 2 then resumed
+    with --resume: the same policy, critic and metrics, bit for bit (on CPU). The adaptive
+    KL controller makes its coefficient part of what must survive the stop."""
+    import os
+    import signal
+
+    flags = ("--max_steps", "4", "--kl_target", "0.01", "--kl_horizon", "100")
+    assert train.main(ppo_flags(tiny, tmp_path / "whole", *flags)) == 0
+    real_rollout, calls = ppo.rollout, []
+
+    def rollout_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only raises a flag: update 2 finishes
+        return real_rollout(*args, **kwargs)
+    monkeypatch.setattr(ppo, "rollout", rollout_then_signal)
+    assert train.main(ppo_flags(tiny, tmp_path / "stopped", *flags)) == 0
+    monkeypatch.undo()
+    out = tmp_path / "stopped" / "ppo"
+    assert checkpoint.load_config(out)["step"] == 2 and checkpoint.load_trainer_state(out)[0]["step"] == 2
+    assert checkpoint.load_gpt(out)[2]["stage"] == "ppo"  # still a plain policy checkpoint
+    calls.clear()
+    monkeypatch.setattr(ppo, "rollout", lambda *args, **kwargs: calls.append(1) or real_rollout(*args, **kwargs))
+    assert train.main(ppo_flags(tiny, tmp_path / "stopped", *flags, "--resume")) == 0
+    monkeypatch.undo()
+    assert len(calls) == 2  # updates 3 and 4 only
+
+    for sub in ("", ppo.CRITIC):
+        whole = checkpoint.load_state_dict(tmp_path / "whole" / "ppo" / sub)
+        resumed = checkpoint.load_state_dict(out / sub)
+        assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole), sub
+    timing = ("tokens_per_s", "rollout_s", "step_s")
+
+    def metrics(run):
+        lines = (tmp_path / run / "ppo" / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+    whole_metrics = metrics("whole")
+    assert [m["step"] for m in whole_metrics] == [1, 2, 3, 4]
+    assert len({m["kl_coef"] for m in whole_metrics}) > 1  # the coefficient moved
+    assert metrics("stopped") == whole_metrics
 
 
 def test_two_updates_through_train_main_log_every_key_and_keep_snapshots(tiny, tmp_path):
@@ -267,11 +309,10 @@ def test_nan_reward_stops_the_run_naming_step_and_quantity(tiny, tmp_path, monke
     assert train.main(ppo_flags(tiny, tmp_path, "--save_steps", "1", "--max_steps", "3", "--ppo_epochs", "1")) == 1
     err = capsys.readouterr().err
     assert "step 2: score is nan" in err
-    snapshot = tmp_path / "ppo" / "checkpoints" / "step_1"
-    assert str(snapshot) in err
-    model, _, config = checkpoint.load_gpt(snapshot)  # the last good checkpoint still loads
-    assert config["step"] == 1
-    assert not (tmp_path / "ppo" / checkpoint.CONFIG).exists()  # no final policy from a failed run
+    assert f"the last saved checkpoint ({tmp_path / 'ppo'}) is intact" in err  # the resumable one, after update 1
+    for saved in (tmp_path / "ppo", tmp_path / "ppo" / "checkpoints" / "step_1"):
+        model, _, config = checkpoint.load_gpt(saved)  # the last good checkpoints still load
+        assert config["step"] == 1
     lines = (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1]
 
@@ -280,9 +321,6 @@ def test_ppo_flags_are_rejected_for_other_stages(capsys):
     with pytest.raises(SystemExit):
         train.main(["--stage", "sft", "--init_kl_coef", "0.1"])
     assert "--init_kl_coef only applies to --stage ppo" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        train.main(["--stage", "ppo", "--resume"])
-    assert "--resume is not supported for --stage ppo" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- evaluation
