@@ -54,10 +54,10 @@ STAGE_DEFAULTS = {
                  train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
                  init_kl_coef=0.01, kl_estimator="k1"),
 }
-# The demo's reward model carries the surprise term (plus/surprise.py): on the built-in
-# world its PPO policy won more often against the references and the SFT policy in two
-# seeds, with longer summaries (BENCHMARKS.md, "The surprise term, two seeds"). A file's
-# reward model is the paper's plain one: the term is measured on the world only.
+# A new reward model on the built-in world carries the surprise term (plus/surprise.py),
+# chosen by the gold judge's verdict on the PPO policies it trains (BENCHMARKS.md, "The
+# surprise term, two seeds"); a file's is the paper's plain model, since the world is the
+# only place the term has a gold judge to be checked against.
 WORLD_TOKEN_SURPRISE = True
 # PLUS on the built-in world: seen users (each gives two training pairs) and new users.
 PLUS_WORLD_USERS = 500
