@@ -14,7 +14,7 @@ MESSAGES = [{"role": "user", "content": "Which do you prefer?"}, {"role": "assis
 
 
 def record(**changes):
-    r = {"context": "Summary A: a\nSummary B: b\nI chose A.\n\nWhat I want from a TL;DR: ##Summary",
+    r = {"context": "I chose: a\nOver: b\n\nWhat I want from a TL;DR: ##Summary",
          "context_messages": MESSAGES,
          "reward_prompt": "rp", "chosen": "c", "rejected": "r",
          "train_prompt": "tp", "train_chosen": "tc", "train_rejected": "tr",

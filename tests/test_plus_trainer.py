@@ -81,7 +81,7 @@ def test_conditioned_prompt_keeps_cue_and_z_and_cuts_the_post(tok):
 
 
 def test_context_loses_its_oldest_comparisons_first(tok):
-    blocks = ["Summary A: one\nSummary B: two\nI chose A.", "Summary A: three\nSummary B: four\nI chose B.",
+    blocks = ["I chose: one\nOver: two", "I chose: four\nOver: three",
               "What I want from a TL;DR: ##Summary"]
     context = "\n\n".join(blocks)
     assert plus_trainer.context_prompt_ids(tok, context, 1000) == tok.encode(context)
@@ -112,7 +112,7 @@ def tiny_policy(tok, block_size=256):
 
 
 def hand_records(n):
-    return [PlusRecord(context=f"Summary A: a{i}\nSummary B: b{i}\nI chose A.\n\nWhat I want from a TL;DR: ##Summary",
+    return [PlusRecord(context=f"I chose: a{i}\nOver: b{i}\n\nWhat I want from a TL;DR: ##Summary",
                        context_messages=[{"role": "user", "content": "c"}],
                        reward_prompt=format_query("cats", f"cat {i}", "She sleeps."), chosen="the cat sleeps",
                        rejected="a dog barks", train_prompt=format_query("cats", f"cat {i}", "She sleeps."),

@@ -30,7 +30,7 @@ def test_documents_state_a_subset_of_the_persona_after_telling_choices():
             flipped = [gold_score(c.post, s, opposite(doc.persona).weights) for s in c.summaries]
             assert (mine[0] > mine[1]) != (flipped[0] > flipped[1])  # contested with the flipped persona
             assert c.gold_choice == (0 if mine[0] > mine[1] else 1)
-            assert f"Summary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\nI chose {'AB'[c.choice]}." in context
+            assert f"I chose: {c.summaries[c.choice]}\nOver: {c.summaries[1 - c.choice]}" in context
             assert c.post.id.split("-")[1] == "corpus"
     assert self_description_documents(3, start=2, seed=3) == [self_description_document(i, 3).text for i in (2, 3, 4)]
 
@@ -54,8 +54,8 @@ def test_labelers_of_documents_choose_at_the_persona_rate():
 
 
 def test_warm_start_loss_is_the_mean_log_loss_of_the_words_after_the_marker():
-    texts = ["Summary A: short one\nSummary B: a much longer one\nI chose A.\n\nWhat I want: ##Summary Keep it short.",
-             "I chose B.\n\nWhat I want: ##Summary Give me the numbers."]
+    texts = ["I chose: short one\nOver: a much longer one\n\nWhat I want: ##Summary Keep it short.",
+             "I chose: 3 years\n\nWhat I want: ##Summary Give me the numbers."]
     tokenizer = Tokenizer.train(texts * 20, vocab_size=300, min_frequency=1)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16))

@@ -247,8 +247,8 @@ def hand_context():
 def test_context_text():
     post, context = hand_context()
     assert context_text(context) == (
-        "Summary A: Short one.\nSummary B: A longer one.\nI chose B.\n\n"
-        "Summary A: Third.\nSummary B: Fourth.\nI chose A.\n\n"
+        "I chose: A longer one.\nOver: Short one.\n\n"  # the chosen one first, whichever was shown first
+        "I chose: Third.\nOver: Fourth.\n\n"
         "What I want from a TL;DR: ##Summary")
     assert parse_summary(context_text(context) + " I like short summaries.") == "I like short summaries."
 

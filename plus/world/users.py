@@ -36,8 +36,8 @@ seeded like the world's posts (SEED_PREFIX and the id).
 
 `context_messages` renders a context as chat messages ending with "Start your response
 with ##Summary", as the authors' data does; `context_text` as plain text for this
-project's small models (the summaries and choices, without the posts), ending with the
-marker; `parse_summary` takes z back out.
+project's small models (each chosen summary, then the one it was chosen over, without the
+posts), ending with the marker; `parse_summary` takes z back out.
 
 **Self-description documents** are the corpus's texts in which a person shows a few of
 their past choices and then says, in their own words, what they want from a TL;DR: the
@@ -253,19 +253,21 @@ def context_messages(context: tuple[UserComparison, ...] | list[UserComparison])
 def context_text(context: tuple[UserComparison, ...] | list[UserComparison]) -> str:
     """The context as plain text, for this project's small models: per past comparison
 
-        Summary A: <a>
-        Summary B: <b>
-        I chose A.
+        I chose: <the summary the user chose>
+        Over: <the other one>
 
     then "What I want from a TL;DR: ##Summary", after which the model writes z.
 
-    The posts are left out: a choice between two summaries of one post says what the
-    user wants from a summary (length, feelings or numbers, register) without the post,
-    and 2-4 posts of ~125 tokens each do not fit the demo decoder's 256 positions beside
-    z, while 2-4 pairs of summaries (~60 tokens a pair) do. `context_messages` keeps the
-    posts, as the authors' data does."""
-    blocks = [f"Summary A: {c.summaries[0]}\nSummary B: {c.summaries[1]}\nI chose {_choice_letter(c)}."
-              for c in context]
+    The chosen summary comes first, whichever was shown first: a reader then learns what
+    the user likes from the text after "I chose:" directly, where "Summary A: <a> Summary
+    B: <b> I chose B." asks it to look back and bind the letter to one of two texts before
+    it can read either (a step the demo decoder learns far more slowly: BENCHMARKS.md,
+    "PLUS on the world"). The posts are left out: a choice between two summaries of one
+    post says what the user wants from a summary (length, feelings or numbers, register)
+    without the post, and 2-4 posts of ~125 tokens each do not fit the demo decoder's 256
+    positions beside z, while 2-4 pairs of summaries (~60 tokens a pair) do.
+    `context_messages` keeps the posts and the order shown, as the authors' data does."""
+    blocks = [f"I chose: {c.summaries[c.choice]}\nOver: {c.summaries[1 - c.choice]}" for c in context]
     return "\n\n".join(blocks + [f"What I want from a TL;DR: {SUMMARY_MARKER}"])
 
 
