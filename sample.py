@@ -35,7 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--prompt_max_len", type=int, default=data.PROMPT_MAX_LEN)
+    p.add_argument("--prompt_max_len", type=int, default=None,
+                   help="prompt tokens at most (default: what the model's block_size leaves beside "
+                        f"--generate_max_len; the world's posts at most {data.PROMPT_MAX_LEN}, as in training)")
     p.add_argument("--generate_max_len", type=int, default=data.RESPONSE_MAX_LEN)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -44,6 +46,13 @@ def main(argv=None) -> int:
         p.error("--apply_chat_template applies to --prompt")
     try:
         model, tokenizer, _ = checkpoint.load_gpt(args.init_from, args.device)
+        room = model.config.block_size - args.generate_max_len
+        if room < 1:
+            p.error(f"--generate_max_len {args.generate_max_len} leaves no room for a prompt in the model's "
+                    f"block_size {model.config.block_size}")
+        if args.prompt_max_len is None:
+            world = args.prompt is None and args.input is None
+            args.prompt_max_len = min(room, data.PROMPT_MAX_LEN) if world else room
         if args.prompt is not None:
             prompt = args.prompt.replace("\\n", "\n")
             if args.apply_chat_template:

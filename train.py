@@ -247,7 +247,7 @@ def run_ppo(args, ctx: Dist) -> dict:
             (tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id):
         raise checkpoint.CheckpointError(f"{reward_from}: its tokenizer differs from the policy's ({init_from})")
     critic = Critic.from_reward_model(reward_model)  # Detail: the critic starts as the reward model
-    prompts = ppo_prompts(args, tokenizer, ctx)
+    prompts = ppo_prompts(args, tokenizer, ctx, policy.config.block_size)
 
     # Flags left unset take PPOConfig's defaults (the paper's values).
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
@@ -264,12 +264,14 @@ def run_ppo(args, ctx: Dist) -> dict:
                          resume=args.resume)
 
 
-def ppo_prompts(args, tokenizer, ctx: Dist) -> list[list[int]]:
+def ppo_prompts(args, tokenizer, ctx: Dist, block_size: int) -> list[list[int]]:
     """PPO's prompts, cut to --prompt_max_len: fresh posts of the world for every update, as
     Stiennon queries; or a file's --input_key field (a TL;DR record's query by default). With
     --apply_chat_template the field is a conversation, chat messages or a string as one user
     turn, rendered in the policy tokenizer's chat template up to the cue that opens the
-    assistant's turn (preferences.chat_prompt), as a chat model was trained to answer."""
+    assistant's turn (preferences.chat_prompt), as a chat model was trained to answer. On a
+    file without --prompt_max_len the cap is the file's longest prompt, within what
+    block_size leaves beside --generate_max_len, and one line says what it cut."""
     if args.dataset == "synthetic":
         posts = World(args.seed).posts("train", args.max_steps * args.rollout_batch_size)
         return [data.truncate_query(tokenizer, p.subreddit, p.title, p.post, args.prompt_max_len) for p in posts]
@@ -278,13 +280,31 @@ def ppo_prompts(args, tokenizer, ctx: Dist) -> list[list[int]]:
             "the policy tokenizer's chat template" if tokenizer.chat_template is not None else
             "the built-in chat format (the policy's tokenizer has no chat template)"))
 
-    def parse(record: dict, where: str) -> list[int]:
-        if args.apply_chat_template:
-            return preferences.chat_prompt(tokenizer, record, args.input_key or "prompt", args.prompt_max_len, where)
-        return data.prompt_ids(tokenizer, record, args.input_key, args.prompt_max_len, where)
+    def read(prompt_max_len: int) -> tuple[list[list[int]], data.BadRecords]:
+        def parse(record: dict, where: str) -> list[int]:
+            if args.apply_chat_template:
+                return preferences.chat_prompt(tokenizer, record, args.input_key or "prompt", prompt_max_len, where)
+            return data.prompt_ids(tokenizer, record, args.input_key, prompt_max_len, where)
 
-    bad = data.BadRecords(args.on_bad_record)
-    prompts = data.load_file_records(args.dataset, parse, bad)
+        bad = data.BadRecords(args.on_bad_record)
+        return data.load_file_records(args.dataset, parse, bad), bad
+
+    if args.prompt_max_len is not None:
+        prompts, bad = read(args.prompt_max_len)
+    else:
+        prompts, bad = read(UNCAPPED)
+        longest, room = max(map(len, prompts), default=1), block_size - args.generate_max_len
+        if room < 1:
+            raise data.DataError(f"--generate_max_len {args.generate_max_len} leaves no room for a prompt in the "
+                                 f"policy's block_size {block_size}")
+        args.prompt_max_len = min(longest, room)
+        cut = sum(len(p) > args.prompt_max_len for p in prompts)
+        why = "the data's longest" if longest <= room else \
+            f"what fits block_size {block_size} beside --generate_max_len {args.generate_max_len}"
+        print0(ctx, f"[ppo] {args.dataset}: --prompt_max_len {args.prompt_max_len} ({why}); " +
+                    (f"{cut} of {len(prompts)} prompts cut to fit" if cut else "nothing cut"))
+        if cut:
+            prompts, bad = read(args.prompt_max_len)
     if bad.total:
         print0(ctx, f"[ppo] {args.dataset}: {bad.summary()}")
     return prompts

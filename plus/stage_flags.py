@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_steps", type=int, default=None, help="optimizer steps (default: the stage's demo length; rm: --max_epochs passes)")
     p.add_argument("--max_len", type=int, default=None, help="pretrain block length; SFT prompt+response cap")
     p.add_argument("--prompt_max_len", type=int, default=None,
-                   help="prompt tokens at most (default: sft and rm on a file, its longest prompt within the model's "
-                        f"block_size, see README; else {data.PROMPT_MAX_LEN})")
+                   help="prompt tokens at most (default: sft, rm and ppo on a file, its longest prompt within the "
+                        f"model's block_size, see README; else {data.PROMPT_MAX_LEN})")
     p.add_argument("--generate_max_len", type=int, default=None,
                    help="response tokens at most, EOS included (default: sft and rm on a file, its longest response "
                         f"within the model's block_size; else {data.RESPONSE_MAX_LEN}, the TL;DR setting)")
@@ -319,8 +319,9 @@ def stage_args(args: argparse.Namespace, stage: str, world_size: int = 1) -> arg
     for key, value in MODEL_DEFAULTS.items():
         if getattr(merged, key) is None:
             setattr(merged, key, value)
-    if stage not in ("sft", "rm") or args.dataset == "synthetic":  # on a file, sft and rm measure the data
+    if stage not in ("sft", "rm", "ppo") or args.dataset == "synthetic":  # on a file, these measure the data
         merged.prompt_max_len = merged.prompt_max_len or data.PROMPT_MAX_LEN
+    if stage not in ("sft", "rm") or args.dataset == "synthetic":  # PPO's responses are its own: the TL;DR cap
         merged.generate_max_len = merged.generate_max_len or data.RESPONSE_MAX_LEN
     return merged
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plus import checkpoint
+from plus import checkpoint, data
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
 from plus.tokenizer import Tokenizer
@@ -332,6 +332,30 @@ def test_length_caps_follow_the_data_and_flags_win(cli, files, tmp_path):
     assert code == 0 and f"[sft] {longer}: --prompt_max_len {longest_prompt} (the data's longest), --generate_max_len " \
         f"{256 - longest_prompt} (what fits block_size 256); 0 of 20 prompts cut to fit, " \
         f"{sum(n > 256 - longest_prompt for n in lengths)} of 20 responses cut without their EOS" in out.splitlines()
+
+
+def test_ppo_prompt_cap_follows_the_file(cli, files, tmp_path):
+    """On a file, PPO caps its prompts at the file's longest (not the TL;DR setting's 200),
+    within what block_size leaves beside --generate_max_len; the line counts what it cut."""
+    tokenizer = checkpoint.load_tokenizer(files / "pre")
+    for name, words, generate in (("fits", 60, 8), ("too_long", 120, 8)):
+        path = write_jsonl(tmp_path / f"{name}.jsonl", [{"prompt": f"tell me about {i}: " + "the story " * (
+            words if i % 2 else 5)} for i in range(20)])
+        lengths = [len(data.prompt_ids(tokenizer, json.loads(line), None, 10**9, "here"))
+                   for line in path.read_text().splitlines()]
+        room = 256 - generate
+        argv = [a.replace("{files}", str(files)).replace("{out}", str(tmp_path / name)) for a in PPO]
+        code, out, err = cli(*argv, "--dataset", path, "--generate_max_len", str(generate), "--max_steps", "1")
+        assert (code, err) == (0, "")
+        if max(lengths) <= room:
+            assert max(lengths) > data.PROMPT_MAX_LEN  # the old fixed cap would have cut these
+            line = f"[ppo] {path}: --prompt_max_len {max(lengths)} (the data's longest); nothing cut"
+        else:
+            line = (f"[ppo] {path}: --prompt_max_len {room} (what fits block_size 256 beside --generate_max_len "
+                    f"{generate}); {sum(n > room for n in lengths)} of 20 prompts cut to fit")
+            assert sum(n > room for n in lengths) == 10
+        assert line in out.splitlines()
+        assert checkpoint.load_config(tmp_path / name / "ppo")["prompt_max_len"] == min(max(lengths), room)
 
 
 def test_help_shows_each_stages_defaults(cli):

@@ -141,3 +141,27 @@ def test_sample_cli_reads_a_typed_newline_and_notes_a_missing_cue(tmp_path, caps
     assert out.startswith("SUBREDDIT: r/cats\n\nTITLE: my cat\n\nTL;DR:") and err == ""
     assert sample.main(flags + ["--prompt", "my cat sleeps"]) == 0
     assert "does not end with 'TL;DR:'" in capsys.readouterr().err
+
+
+def test_sample_cli_keeps_a_long_prompt_that_fits_the_model(tmp_path, capsys):
+    """sample.py's prompt cap is what block_size leaves beside --generate_max_len, not the
+    TL;DR setting's 200 tokens: a 200+ token prompt is printed back whole; a response cap
+    that leaves no room for a prompt is a usage error."""
+    import pytest
+
+    import sample
+    from plus import checkpoint, data
+    from plus.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["my cat sleeps all day TL;DR: cat sleeps"] * 20, vocab_size=300)
+    model = GPT(GPTConfig.gpt2_style(vocab_size=tok.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=8))
+    checkpoint.save_checkpoint(tmp_path / "ck", model, {"stage": "sft", "model": model.config.to_dict()}, tokenizer=tok)
+    prompt = "my cat sleeps all day, " * 60 + "TL;DR:"
+    n = len(tok.encode(prompt))
+    assert data.PROMPT_MAX_LEN < n <= 510
+    flags = ["--init_from", str(tmp_path / "ck"), "--temperature", "0", "--device", "cpu", "--prompt", prompt]
+    assert sample.main(flags + ["--generate_max_len", "2"]) == 0
+    assert capsys.readouterr().out.startswith(tok.decode(tok.encode(prompt)) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        sample.main(flags + ["--generate_max_len", "512"])
+    assert stop.value.code == 2 and "leaves no room for a prompt" in capsys.readouterr().err
