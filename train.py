@@ -322,7 +322,8 @@ def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
     if steps == 0:
         return init_from
     n_documents = min(PLUS_WARM_START["documents"], steps * PLUS_WARM_START["batch_size"])
-    made_from = {"init_from": str(init_from), "documents": n_documents, "steps": steps, "seed": args.seed}
+    made_from = {"init_from": str(init_from), "documents": n_documents, "steps": steps, "seed": args.seed,
+                 "z_tokens": args.generate_max_len}
     if (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("warm_start") == made_from:
         print0(ctx, f"[plus] summarizer: {path} (warm-started from {init_from})")
         return path
@@ -374,13 +375,21 @@ def run_plus(args, ctx: Dist) -> dict:
         summarizer, tokenizer, _ = checkpoint.load_gpt(summarizer_from)
         ref_summarizer, _, _ = checkpoint.load_gpt(summarizer_from)
         reward_model = RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0])
+        # --generate_max_len is z's budget (the summarizer's generation). The reward model's
+        # responses take what its prompt cap leaves of block_size: the world's TL;DRs at most
+        # the TL;DR setting's 48 tokens.
+        room = reward_model.config.block_size - args.prompt_max_len
+        response_max_len = min(room, data.RESPONSE_MAX_LEN) if args.dataset == "synthetic" else room
+        if response_max_len < 1:
+            raise data.DataError(f"--prompt_max_len {args.prompt_max_len} leaves no room for a response in the "
+                                 f"reward model's block_size {reward_model.config.block_size}")
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
-                                             response_max_len=args.generate_max_len, **summarizer_input)
+                                             response_max_len=response_max_len, **summarizer_input)
         config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset,
                   "population": population, "method": method,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
-                  "prompt_max_len": args.prompt_max_len,
+                  "prompt_max_len": args.prompt_max_len, "response_max_len": response_max_len,
                   "generate_max_len": args.generate_max_len, "ppo": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
         out_dir = Path(args.out_dir) / "plus" / population / method
         if method in ("plus", "untrained"):

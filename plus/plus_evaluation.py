@@ -128,7 +128,8 @@ def load_run(run_dir: Path, device) -> Run:
     reward_model, tokenizer, config = load_reward_model(run_dir / "reward_model", device)
     cfg = ppo.PPOConfig(**{**config["ppo"], "device": str(device)})
     settings = PlusSettings(method=config["method"], prompt_max_len=config["prompt_max_len"],
-                            response_max_len=config["generate_max_len"], **config.get("summarizer_input", {}))
+                            response_max_len=config.get("response_max_len", config["generate_max_len"]),
+                            **config.get("summarizer_input", {}))
     return Run(run_dir, config["method"], reward_model, tokenizer, config, cfg, settings)
 
 

@@ -49,8 +49,10 @@ STAGE_DEFAULTS = {
     # PLUS (Nam et al. 2025): the summarizer's KL coefficient is the paper's 0.01 (k1); the
     # reward model learns at the critic's rate, larger than PPO's critic because its head is
     # new; 120 updates of 32 users (the reward model's pass over their 32 pairs each) are
-    # about four passes over the 1,000 pairs of PLUS_WORLD_USERS.
+    # about four passes over the 1,000 pairs of PLUS_WORLD_USERS. generate_max_len is z's budget:
+    # the longest persona text of the world (the oracle's z) is about 50 tokens with its EOS.
     "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=120, rollout_batch_size=32,
+                 generate_max_len=64,
                  train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
                  init_kl_coef=0.01, kl_estimator="k1"),
 }

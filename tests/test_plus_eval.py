@@ -171,7 +171,8 @@ def accuracy_pair_by_pair(rm_dir, records, zs):
     """Each evaluation pair scored as two unpadded sequences, one at a time."""
     model, tok, _ = load_reward_model(rm_dir)
     hits = []
-    for pair in conditioned_pairs(tok, records, zs, "eval", 240, 8):
+    # responses: what the prompt cap leaves of block_size (256 - 240), the TL;DR cap 48 at most
+    for pair in conditioned_pairs(tok, records, zs, "eval", 240, 256 - 240):
         with torch.no_grad():
             r = [float(model.raw_rewards(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)))
                  for ids in (pair.prompt + pair.chosen, pair.prompt + pair.rejected)]

@@ -166,6 +166,9 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
         assert [m["step"] for m in lines] == [1, 2] and all(0 <= m["rm_accuracy"] <= 1 for m in lines), method
         config = checkpoint.load_config(out / "reward_model")
         assert config["method"] == method and config["population"] == "p2"
+        # z's budget is --generate_max_len; the reward model's responses get what its prompt
+        # cap leaves of block_size (256 - 240), the TL;DR cap 48 at most
+        assert (config["generate_max_len"], config["response_max_len"]) == (8, 16)
     assert (tmp_path / "plus" / "p2" / "untrained" / "summaries.jsonl").exists()
     # eval.py scores every run on the seen users' held-out pairs and on new users.
     assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--n_new_users", "1"]) == 0
@@ -204,3 +207,16 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
     start = policy.state_dict()
     assert any(not torch.equal(world[k], start[k.removeprefix("backbone.")])
                for k in world if k.startswith("backbone."))  # it trained
+
+
+def test_the_default_z_budget_holds_every_persona_text_with_its_eos():
+    """--stage plus's default --generate_max_len (z's tokens) fits the oracle's z of every
+    population, EOS included, in a tokenizer of the demo's size trained on the world, so a
+    summarizer can write any persona's text and end it (the TL;DR setting's 48 cannot)."""
+    from plus.stage_flags import build_parser, stage_args
+    from plus.world.users import POPULATIONS
+
+    args = stage_args(build_parser().parse_args(["--stage", "plus"]), "plus")
+    demo_tok = Tokenizer.train(World(0).corpus(2000), vocab_size=2048)
+    lengths = [len(demo_tok.encode(" " + p.text)) + 1 for ps in POPULATIONS.values() for p in ps]
+    assert max(lengths) > 48 and max(lengths) <= args.generate_max_len == 64
