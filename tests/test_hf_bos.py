@@ -74,7 +74,7 @@ def test_sft_rm_and_ppo_prompts_equal_transformers_ids(tokenizers_pair, tmp_path
     assert [p.prompt for p in pairs] == expected
     args = stage_flags.stage_args(stage_flags.build_parser().parse_args(
         ["--stage", "ppo", "--dataset", str(file), "--prompt_max_len", str(budget)]), "ppo")
-    assert train.ppo_prompts(args, ours, Dist()) == expected
+    assert train.ppo_prompts(args, ours, Dist(), block_size=1024) == expected
 
     # The Stiennon query: its post loses its end, the BOS stays first and counts.
     record = {"subreddit": "relationships", "title": "Help", "post": LONG}

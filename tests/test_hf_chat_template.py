@@ -126,9 +126,9 @@ def test_ppo_prompts_go_through_the_models_template(tokenizer_dir, tmp_path):
     args = stage_flags.stage_args(stage_flags.build_parser().parse_args(flags), "ppo")
     expected = [_hf_ids(hf, CONVERSATIONS[1], True),
                 _hf_ids(hf, [{"role": "user", "content": "Sum up: 3 socks"}], True)]
-    assert train.ppo_prompts(args, ours, Dist()) == expected
+    assert train.ppo_prompts(args, ours, Dist(), block_size=1024) == expected
     args.prompt_max_len = 7
-    assert train.ppo_prompts(args, ours, Dist()) == [ids[-7:] for ids in expected]
+    assert train.ppo_prompts(args, ours, Dist(), block_size=1024) == [ids[-7:] for ids in expected]
 
 
 def test_the_built_in_world_keeps_its_own_format():
