@@ -48,8 +48,8 @@ STAGE_DEFAULTS = {
                 train_batch_size=32, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0, save_steps=4),
     # PLUS (Nam et al. 2025): the summarizer's KL coefficient is the paper's 0.01 (k1); the
     # reward model learns at the critic's rate, larger than PPO's critic because its head is
-    # new; 120 updates of 32 users (the reward model's pass over their 32 pairs each) are
-    # about four passes over the 1,000 pairs of PLUS_WORLD_USERS. generate_max_len is z's budget:
+    # new; 120 updates of 32 records (the reward model's pass over their 32 pairs) take each of
+    # the 4,000 pairs of PLUS_WORLD_USERS at most once. generate_max_len is z's budget:
     # the longest persona text of the world (the oracle's z) is about 50 tokens with its EOS.
     "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=120, rollout_batch_size=32,
                  generate_max_len=64,
@@ -62,7 +62,9 @@ STAGE_DEFAULTS = {
 # only place the term has a gold judge to be checked against.
 WORLD_TOKEN_SURPRISE = True
 # PLUS on the built-in world: seen users (each gives two training pairs) and new users.
-PLUS_WORLD_USERS = 500
+# Enough users that no pair comes back: a reward model that sees a pair again can memorize
+# it instead of reading z (BENCHMARKS.md, "PLUS on the world: can the demo model read a context?").
+PLUS_WORLD_USERS = 2000
 PLUS_NEW_USERS = 64
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start),
 # at SFT's learning rate.
