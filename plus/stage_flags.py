@@ -49,8 +49,9 @@ STAGE_DEFAULTS = {
     # PLUS (Nam et al. 2025): the summarizer's KL coefficient is the paper's 0.01 (k1); the
     # reward model learns at the critic's rate, larger than PPO's critic because its head is
     # new; 120 updates of 32 records (the reward model's pass over their 32 pairs) take each of
-    # the 4,000 pairs of PLUS_WORLD_USERS at most once. generate_max_len is z's budget:
-    # the longest persona text of the world (the oracle's z) is about 50 tokens with its EOS.
+    # the 4,000 pairs of PLUS_WORLD_USERS at most once. generate_max_len is z's budget: room
+    # for every persona text of the world (the oracle's z) with its EOS, which the TL;DR
+    # setting's 48 tokens do not give (tests/test_plus_trainer.py).
     "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=120, rollout_batch_size=32,
                  generate_max_len=64,
                  train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
