@@ -200,13 +200,15 @@ def resolve_weights(weights: dict | None) -> dict[str, float]:
     return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
 
 
-def gold_breakdown(post: Post, summary: str, weights: dict | None = None) -> dict:
-    """Every term of the gold score (see the module docstring), and the score itself."""
-    w = resolve_weights(weights)
+def read_summary(post: Post, summary: str) -> dict:
+    """What the judge reads in `summary`, whatever the weights: the facts it covers, its
+    errors, its length, fluency, repetition and register (see the module docstring).
+    `weigh` turns a reading into the score of one set of weights, so a summary judged for
+    several personas is read once."""
     tokens = tokenize(summary.strip())
     if not any(kind != "|" for kind, _ in tokens):
-        return {"score": EMPTY_SCORE, "empty": True, "terms": {"empty": EMPTY_SCORE},
-                "covered": {f: False for f in FACT_WEIGHTS}, "error_list": [], "n_words": 0, "fluency": 0.0}
+        return {"empty": True, "covered": {f: False for f in FACT_WEIGHTS}, "error_list": [], "n_words": 0,
+                "fluency": 0.0}
     facts = post.facts
     narrator = (facts["narrator"]["age"], facts["narrator"]["gender"])
     other = (facts["other"]["age"], facts["other"]["gender"])
@@ -257,10 +259,6 @@ def gold_breakdown(post: Post, summary: str, weights: dict | None = None) -> dic
                 errors.append(f"{kind} {name}")
     errors = sorted(set(errors))
 
-    mult = {"event": w["events"], "complication": w["events"], "relation": 1.0, "feeling": w["feelings"],
-            "question": w["question"], "quantity": w["details"], "narrator": w["details"], "other_age": w["details"]}
-    coverage = w["coverage"] * sum(FACT_WEIGHTS[f] * mult[f] for f in FACT_WEIGHTS if covered[f])
-
     # Fluency: is this the world's language?
     vocab, known_bigrams = _language()
     classes = word_classes(tokens)
@@ -281,24 +279,50 @@ def gold_breakdown(post: Post, summary: str, weights: dict | None = None) -> dic
     n_formal = sum(text.count(f" {m} ") for m in FORMAL_MARKERS) + len(_FORMAL_NUMBERS.findall(lowered))
     style = (n_formal - n_casual) / (n_formal + n_casual) if n_formal + n_casual else 0.0
 
+    return {"empty": False, "covered": covered, "error_list": errors, "n_words": n_words, "fluency": fluency,
+            "known_bigrams": known, "oov": oov, "repeats": repeats, "over": over, "style": style}
+
+
+def weigh(reading: dict, weights: dict | None = None) -> dict:
+    """The reading of `read_summary` with every term of the gold score under `weights`
+    (see the module docstring) and the score itself."""
+    w = resolve_weights(weights)
+    if reading["empty"]:
+        return {"score": EMPTY_SCORE, "empty": True, "terms": {"empty": EMPTY_SCORE},
+                **{k: reading[k] for k in ("covered", "error_list", "n_words", "fluency")}}
+    covered = reading["covered"]
+    mult = {"event": w["events"], "complication": w["events"], "relation": 1.0, "feeling": w["feelings"],
+            "question": w["question"], "quantity": w["details"], "narrator": w["details"], "other_age": w["details"]}
+    coverage = w["coverage"] * sum(FACT_WEIGHTS[f] * mult[f] for f in FACT_WEIGHTS if covered[f])
     terms = {
-        "coverage": fluency * coverage,
-        "errors": -ERROR_PENALTY * w["accuracy"] * len(errors),
-        "brevity": -BREVITY_COST * w["brevity"] * n_words,
-        "length": -LENGTH_PENALTY * over,
-        "repetition": -REPEAT_PENALTY * min(repeats, MAX_REPEATS),
-        "salad": -SALAD_PENALTY * (1.0 - fluency),
-        "formality": FORMALITY_BONUS * w["formality"] * style,
+        "coverage": reading["fluency"] * coverage,
+        "errors": -ERROR_PENALTY * w["accuracy"] * len(reading["error_list"]),
+        "brevity": -BREVITY_COST * w["brevity"] * reading["n_words"],
+        "length": -LENGTH_PENALTY * reading["over"],
+        "repetition": -REPEAT_PENALTY * min(reading["repeats"], MAX_REPEATS),
+        "salad": -SALAD_PENALTY * (1.0 - reading["fluency"]),
+        "formality": FORMALITY_BONUS * w["formality"] * reading["style"],
     }
-    return {"score": sum(terms.values()), "empty": False, "terms": terms, "covered": covered,
-            "error_list": errors, "n_words": n_words, "fluency": fluency, "known_bigrams": known, "oov": oov,
-            "repeats": repeats, "style": style}
+    return {"score": sum(terms.values()), "empty": False, "terms": terms,
+            **{k: reading[k] for k in ("covered", "error_list", "n_words", "fluency", "known_bigrams", "oov",
+                                       "repeats", "style")}}
+
+
+def gold_breakdown(post: Post, summary: str, weights: dict | None = None) -> dict:
+    """Every term of the gold score (see the module docstring), and the score itself."""
+    return weigh(read_summary(post, summary), weights)
 
 
 def gold_score(post: Post, summary: str, weights: dict | None = None) -> float:
     """The gold judge's score of `summary` for `post`: about 0-10 for real summaries,
     negative for garbage, EMPTY_SCORE for nothing. See the module docstring."""
     return gold_breakdown(post, summary, weights)["score"]
+
+
+def gold_scores(post: Post, summary: str, weights: list[dict | None]) -> list[float]:
+    """gold_score of `summary` under each of several weights (personas), read once."""
+    reading = read_summary(post, summary)
+    return [weigh(reading, w)["score"] for w in weights]
 
 
 def error_analysis(posts: list[Post], summaries: list[str], weights: dict | None = None) -> dict:

@@ -57,7 +57,7 @@ import re
 from dataclasses import dataclass, replace
 
 from plus.world.comparisons import PAIR_KINDS
-from plus.world.judge import gold_score
+from plus.world.judge import gold_scores
 from plus.world.labelers import LABELER_TAU, Labeler
 from plus.world.perturbations import perturb
 from plus.world.personas import AXES, Persona, describe, opposite
@@ -155,7 +155,8 @@ def candidate(post: Post, kind: str, rng: random.Random) -> tuple[str, str]:
 
 def score_pair(post: Post, a: str, b: str, personas: tuple[Persona, ...]) -> list[tuple[float, float]]:
     """Each persona's gold scores of the two summaries."""
-    return [(gold_score(post, a, p.weights), gold_score(post, b, p.weights)) for p in personas]
+    weights = [p.weights for p in personas]
+    return list(zip(gold_scores(post, a, weights), gold_scores(post, b, weights)))
 
 
 def is_contested(scores: list[tuple[float, float]]) -> bool:
