@@ -53,8 +53,8 @@ prefers the reference (swap_agreement). Only the post tells the two apart, so th
 the plainest test of whether a reward model checks a summary against its post.
 
 For PLUS (`--stage plus`, plus/plus_evaluation.py) each run's reward model scores the
-held-out comparisons of the seen users it trained on (other posts than their training
-pairs) and of --n_new_users new users, each comparison conditioned on the method's z
+held-out comparisons of the first --n_seen_users seen users it trained on (other posts
+than their training pairs) and of --n_new_users new users, each comparison conditioned on the method's z
 (bt: none, icl: the raw context, untrained: a sample of the initial summarizer, plus: a
 sample of the trained one, oracle: the persona's own text), against the user's noiseless
 gold choice. report.json holds, for population `pets`, `p2`, `p4` or `ood` and method
@@ -97,6 +97,7 @@ from plus import checkpoint, data
 from plus.cli import ArgumentParser, print_error
 from plus.evaluation import (POLICY_STAGES, REWARD_STAGE, checkpoint_dir, evaluate_policies, evaluate_reward_model,
                              write_markdown)
+from plus.plus_evaluation import PLUS_EVAL_USERS
 from plus.preference_flags import add_preference_args
 
 PLUS_STAGE = "plus"
@@ -123,7 +124,7 @@ def evaluate_plus(args, out_dir: Path, report: dict) -> None:
         groups.setdefault((config["population"], config["n_users"], config["seed"]), {})[config["method"]] = run_dir
     out: dict[str, dict] = {}
     for (population, n_users, seed), run_dirs in groups.items():
-        sets = {(population, "seen"): records(population, "train", n_users, seed),
+        sets = {(population, "seen"): records(population, "train", min(n_users, args.n_seen_users), seed),
                 (population, "new"): records(population, "test", args.n_new_users, seed)}
         if population == "p4":  # new persona combinations, scored by the models trained on p4
             sets["ood", "new"] = records("ood", "test", args.n_new_users, seed)
@@ -187,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rm: held-out comparisons per --eval_dataset (the world's: one per post, its valid split)")
     p.add_argument("--n_swap_posts", type=int, default=200,
                    help="rm on the world: valid posts whose reference is scored against its one-fact swaps")
-    p.add_argument("--n_new_users", type=int, default=64,
-                   help="plus: new users (the world's test split) per population")
+    p.add_argument("--n_seen_users", type=int, default=PLUS_EVAL_USERS,
+                   help="plus: the first N of the seen users the runs trained on, whose held-out comparisons "
+                        f"are scored (default {PLUS_EVAL_USERS}; two each)")
+    p.add_argument("--n_new_users", type=int, default=PLUS_EVAL_USERS,
+                   help=f"plus: new users (the world's test split) per population (default {PLUS_EVAL_USERS})")
     p.add_argument("--on_bad_record", choices=("error", "skip"), default=None,
                    help="default: the checkpoint's, else error")
     add_preference_args(p)

@@ -62,11 +62,10 @@ STAGE_DEFAULTS = {
 # surprise term, two seeds"); a file's is the paper's plain model, since the world is the
 # only place the term has a gold judge to be checked against.
 WORLD_TOKEN_SURPRISE = True
-# PLUS on the built-in world: seen users (each gives two training pairs) and new users.
+# PLUS on the built-in world: seen users (each gives two training pairs).
 # Enough users that no pair comes back: a reward model that sees a pair again can memorize
 # it instead of reading z (BENCHMARKS.md, "PLUS on the world: can the demo model read a context?").
 PLUS_WORLD_USERS = 2000
-PLUS_NEW_USERS = 64
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start),
 # at SFT's learning rate.
 PLUS_WARM_START = dict(documents=800, steps=300, batch_size=16, learning_rate=3e-3)

@@ -6,6 +6,7 @@ report.md's tables, and sections of the report kept across evaluations."""
 
 import importlib.util
 import json
+import shutil
 import math
 
 import pytest
@@ -299,3 +300,15 @@ def test_report_sections_accumulate_across_evaluations(runs):
     assert again["plus"] == plus and again["n_eval"] == 2
     md = md_path.read_text()
     assert "## Policies" in md and "## Reward model" in md and "| valid | 2 | 0.500 |" in md and "## PLUS" in md
+
+
+def test_n_seen_users_scores_the_first_seen_users_only(runs, tmp_path):
+    """--n_seen_users 1: the seen split is the first trained user's two held-out pairs."""
+    shutil.copytree(runs / "plus", tmp_path / "plus")
+    assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--n_new_users", "1",
+                              "--n_seen_users", "1"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["plus"]
+    first = users_records("p4", "train", 1)
+    accuracy, n = accuracy_pair_by_pair(runs / "plus" / "p4" / "bt" / "reward_model", first, [None] * len(first))
+    assert report["p4"]["bt"]["seen"]["n_pairs"] == n == 2
+    assert report["p4"]["bt"]["seen"]["accuracy"] == pytest.approx(accuracy)
