@@ -48,7 +48,7 @@ from plus import checkpoint, ppo
 from plus.data import PlusRecord
 from plus.metrics import win_rate
 from plus.plus_trainer import METHODS, PlusSettings, conditioned_pairs, fixed_summaries
-from plus.reward_trainer import pair_rows, score
+from plus.reward_trainer import score_pairs
 from plus.world.personas import Persona, summary_attribute_accuracy
 
 POPULATION_ORDER = ("pets", "p2", "p4", "ood")  # the report's column order; other populations follow
@@ -70,9 +70,9 @@ def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
     """The reward model's accuracy on the records' evaluation pairs, each conditioned on
     its z, against the user's gold choice (ties half), with its Wilson 95% interval."""
     pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
-    rewards = score(reward_model, pair_rows(pairs), tokenizer.pad_id, settings.eval_batch_size, device, raw=True)
+    chosen, rejected = score_pairs(reward_model, pairs, tokenizer.pad_id, settings.eval_batch_size, device)
     n = len(pairs)
-    hits = ((rewards[:n] > rewards[n:]).double() + 0.5 * (rewards[:n] == rewards[n:]).double()).tolist()
+    hits = ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
     rate, (low, high) = win_rate(hits)
     return {"accuracy": rate, "ci95": [low, high], "n_pairs": n}
 

@@ -75,7 +75,7 @@ from plus.data import (DataError, PlusRecord, PreferencePair, SFTExample, bos_pr
 from plus.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, gather_lists, print0, rank_slice
 from plus.generate import sample_texts
 from plus.preferences import chat_prompt
-from plus.reward_trainer import pair_forward, pair_rows, score
+from plus.reward_trainer import pair_forward, score_pairs
 from plus.sft import sequence_loss_sum
 from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
 from plus.world.personas import Persona
@@ -239,9 +239,8 @@ class SummarizerScorer:
         zs = z_texts(self.tokenizer, responses)
         pairs = conditioned_pairs(self.tokenizer, [self.records[i] for i in indices], zs, "reward",
                                   self.prompt_max_len, self.response_max_len)
-        rewards = score(self.reward_model, pair_rows(pairs), self.tokenizer.pad_id, self.batch_size, self.device,
-                        raw=True)                                                  # [2B]: chosen, then rejected
-        return summarizer_reward(rewards[:len(pairs)], rewards[len(pairs):]).float()
+        chosen, rejected = score_pairs(self.reward_model, pairs, self.tokenizer.pad_id, self.batch_size, self.device)
+        return summarizer_reward(chosen, rejected).float()
 
 
 # ----------------------------------------------------------------------------------------

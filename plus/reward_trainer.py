@@ -123,6 +123,29 @@ def score(model: RewardModel, examples: list[SFTExample], pad_id: int, batch_siz
     return all_reduce_sum(ctx, out)
 
 
+@torch.no_grad()
+def score_pairs(model: RewardModel, pairs: list[PreferencePair], pad_id: int, batch_size: int,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw rewards (float64) of each pair's chosen [N] and rejected [N] response, in eval
+    mode, batch_size pairs at a time (longest first) packed one row per prompt
+    (`collate_shared_prompts`): a prompt read once for both of its responses, where
+    `score(pair_rows(pairs))` reads it twice. One process scores every pair."""
+    n = len(pairs)
+    order = sorted(range(n), key=lambda i: -(len(pairs[i].prompt) + len(pairs[i].chosen) + len(pairs[i].rejected)))
+    chosen, rejected = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        batch = collate_shared_prompts([pairs[i] for i in rows], pad_id)
+        rewards = model.raw_rewards(batch["input_ids"].to(device), None, batch_response_tokens(batch, device),
+                                    segment_ids=batch["segment_ids"].to(device),
+                                    read_at=batch["read_at"].to(device)).double().cpu()  # [distinct responses]
+        chosen[rows], rejected[rows] = rewards[batch["chosen"]], rewards[batch["rejected"]]
+    model.train(was_training)
+    return chosen, rejected
+
+
 def pair_rows(pairs: list[PreferencePair]) -> list[SFTExample]:
     """The 2N sequences of N pairs: every chosen one, then every rejected one."""
     return [SFTExample(p.prompt, p.chosen) for p in pairs] + [SFTExample(p.prompt, p.rejected) for p in pairs]

@@ -52,10 +52,17 @@ class CountingRewardModel(RewardModel):
 
     def raw_rewards(self, input_ids, attention_mask, response_tokens=None, segment_ids=None, read_at=None,
                     return_logprobs=False):
+        if segment_ids is None:  # one (prompt, response) a row
+            sequences = [[t for t, m in zip(ids, mask) if m]
+                         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+        else:  # packed rows (collate_shared_prompts): the prompt, then the response read at (row, column)
+            sequences = []
+            for row, column in read_at.tolist():
+                ids, segments = input_ids[row].tolist(), segment_ids[row].tolist()
+                sequences.append([t for t, k in zip(ids, segments) if k in (0, segments[column])])
         rewards = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-            text = self.tokenizer.decode([t for t, m in zip(ids, mask) if m])
-            prompt, response = text.split("TL;DR:", 1)
+        for ids in sequences:
+            prompt, response = self.tokenizer.decode(ids).split("TL;DR:", 1)
             rewards.append(response.split().count("good") * (-1.0 if "short" in prompt else 1.0))
         return torch.tensor(rewards)
 

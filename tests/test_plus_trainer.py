@@ -132,11 +132,11 @@ def test_the_reward_model_update_sees_exactly_the_z_that_were_scored(tok, tmp_pa
                        out_dir=tmp_path, config={"model": policy.config.to_dict()}, cfg=cfg, settings=settings)
     scored = [z for training, z in rm.seen if not training]
     updated = [z for training, z in rm.seen if training]
-    # Per update: the scorer reads 4 chosen and 4 rejected sequences (one row each), the
-    # pass 4 rows (one per pair, its two responses packed after the prompt).
-    assert len(scored) == 2 * 8 and len(updated) == 2 * 4
+    # Per update: the scorer and the pass each read 4 rows, one per pair, its two
+    # responses packed after the prompt.
+    assert len(scored) == 2 * 4 and len(updated) == 2 * 4
     for step in range(2):
-        assert sorted(scored[8 * step:8 * step + 8]) == sorted(updated[4 * step:4 * step + 4] * 2)
+        assert sorted(scored[4 * step:4 * step + 4]) == sorted(updated[4 * step:4 * step + 4])
     assert len(set(scored)) > 1  # sampled z differ
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2] and all("rm_accuracy" in m and "summarizer_reward" in m
