@@ -70,6 +70,8 @@ def main(argv=None) -> None:
     p.add_argument("--reward", choices=("frozen", "coadapt"), default="coadapt")
     p.add_argument("--oracle_rm", default=None, help="--reward frozen: the oracle's reward_model directory")
     p.add_argument("--lr", type=float, default=1e-4, help="the summarizer's learning rate")
+    p.add_argument("--lambd", type=float, default=0.95, help="GAE lambda (PLUS: 0.95)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default PPO's)")
     p.add_argument("--updates", type=int, default=100)
     p.add_argument("--users", type=int, default=2000, help="seen users (PPO's; weak starts from as many others)")
     p.add_argument("--n_new", type=int, default=64)
@@ -102,7 +104,8 @@ def main(argv=None) -> None:
     records, new = records_of(seen), records_of(make_users("p2", "valid", args.n_new))[::2]
     cfg = ppo.PPOConfig(generate_max_len=Z_MAX_LEN, learning_rate=args.lr, critic_learning_rate=3e-4,
                         max_steps=args.updates, rollout_batch_size=32, train_batch_size=16, micro_train_batch_size=16,
-                        ppo_epochs=2, warmup_ratio=0.0, init_kl_coef=0.01, kl_estimator="k1", save_steps=0)
+                        ppo_epochs=2, warmup_ratio=0.0, init_kl_coef=0.01, kl_estimator="k1", save_steps=0,
+                        lambd=args.lambd, **({"temperature": args.temperature} if args.temperature else {}))
     settings = plus_trainer.PlusSettings(method="plus", prompt_max_len=PROMPT_MAX_LEN,
                                          response_max_len=RESPONSE_MAX_LEN)
 
