@@ -54,11 +54,11 @@ the plainest test of whether a reward model checks a summary against its post.
 
 For PLUS (`--stage plus`, plus/plus_evaluation.py) each run's reward model scores the
 held-out comparisons of the first --n_seen_users seen users it trained on (other posts
-than their training pairs) and of --n_new_users new users, each comparison conditioned on the method's z
-(bt: none, icl: the raw context, untrained: a sample of the initial summarizer, plus: a
-sample of the trained one, oracle: the persona's own text), against the user's noiseless
-gold choice. report.json holds, for population `pets`, `p2`, `p4` or `ood` and method
-`bt`, `icl`, `untrained`, `plus` or `oracle`:
+than their training pairs) and of --n_new_users new users, each comparison conditioned
+on the method's z (bt: none, icl: the raw context, untrained: a sample of the initial
+summarizer, plus: a sample of the trained one, oracle: the persona's own text), against
+the user's noiseless gold choice. report.json holds, for population `pets`, `p2`, `p4`
+or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
 
 * plus.<population>.<method>.<seen|new>.accuracy, with .ci95 (Wilson, 95%) and .n_pairs;
 * plus.<population>.<method>.summary_attribute_accuracy: how well z states the new users'

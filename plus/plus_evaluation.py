@@ -56,9 +56,9 @@ SPLITS = ("seen", "new")
 Z_SOURCES = ("plus", "untrained")  # the summarizers whose z the oracle's reward model reads (transfer)
 CURVE_KEYS = ("rm_accuracy", "summarizer_reward")
 CURVE_ROWS = 10  # report.md's curve tables show about this many updates
-# Users scored per population and split (seen, new): 512 held-out pairs give each accuracy a
-# Wilson interval of about +-4 points, so seen and new users are compared at the same
-# precision, and scoring every seen user (thousands) would cost most of the evaluation.
+# Users scored per population and split (seen, new): as many seen users as new ones, so the
+# two accuracies are measured at the same precision; scoring every seen user (thousands)
+# would cost most of the evaluation.
 PLUS_EVAL_USERS = 256
 
 

@@ -6,8 +6,8 @@ report.md's tables, and sections of the report kept across evaluations."""
 
 import importlib.util
 import json
-import shutil
 import math
+import shutil
 
 import pytest
 import torch

@@ -111,7 +111,7 @@ def test_one_forward_gives_the_rewards_and_lm_loss_of_separate_passes(tokenizer,
         # scoring padded rows (what eval and PPO do) gives the same rewards
         scored = reward_trainer.score(rm, reward_trainer.pair_rows(pairs), tokenizer.pad_id, 3, "cpu", raw=True)
         assert torch.allclose(scored.float(), torch.cat([chosen, rejected]), rtol=0, atol=1e-5)
-        # and so does score_pairs, in batches of 3 pairs, longest first (pair 1, then 0, 2, 3)
+        # and so does score_pairs, in batches of 3 pairs, longest first (pairs 1, 2, 0, then 3)
         packed_chosen, packed_rejected = reward_trainer.score_pairs(rm, pairs, tokenizer.pad_id, 3, "cpu")
         assert torch.allclose(torch.cat([packed_chosen, packed_rejected]), scored, rtol=0, atol=1e-5)
         expected_nll = 0.0
