@@ -23,10 +23,11 @@ predicts the user's choice (`plus_trainer.SummarizerScorer`):
            same z (`plus_trainer.reward_model_pass`): PLUS itself.
 
 Every --eval_every updates, z is sampled (temperature 0.7, seed 1) for --n_new new p2
-users and judged: `right` the share of z that are exactly the user's persona text,
-`score` the mean `summary_attribute_accuracy`. Also printed per update: the summarizer's
-reward, its KL to the start, its entropy per token and (coadapt) the reward model's
-training accuracy. One JSON line per report on stdout.
+users (one record each, from --split) and judged: `right` the share of z that are exactly
+the user's persona text, `score` the mean `summary_attribute_accuracy`. Also printed per
+update: the summarizer's reward, its KL to the start, its entropy per token and
+(coadapt) the reward model's training accuracy. One JSON line per report on stdout;
+PPO's progress bar on stderr. --lambd sets GAE's lambda (PLUS's 0.95 by default).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def main(argv=None) -> None:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default PPO's)")
     p.add_argument("--updates", type=int, default=100)
     p.add_argument("--users", type=int, default=2000, help="seen users (PPO's; weak starts from as many others)")
-    p.add_argument("--n_new", type=int, default=64)
+    p.add_argument("--n_new", type=int, default=64, help="new users z is judged on (one record each)")
+    p.add_argument("--split", choices=("valid", "test"), default="valid", help="the new users' split")
     p.add_argument("--eval_every", type=int, default=20)
     p.add_argument("--out", default="bench_plus_reading", help="where the summarizer is saved")
     args = p.parse_args(argv)
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
                                     learning_rate=3e-3, prompt_max_len=summarizer.config.block_size - Z_MAX_LEN,
                                     response_max_len=Z_MAX_LEN, device=device)
     ref_summarizer = copy.deepcopy(summarizer)
-    records, new = records_of(seen), records_of(make_users("p2", "valid", args.n_new))[::2]
+    records, new = records_of(seen), records_of(make_users("p2", args.split, args.n_new))[::2]
     cfg = ppo.PPOConfig(generate_max_len=Z_MAX_LEN, learning_rate=args.lr, critic_learning_rate=3e-4,
                         max_steps=args.updates, rollout_batch_size=32, train_batch_size=16, micro_train_batch_size=16,
                         ppo_epochs=2, warmup_ratio=0.0, init_kl_coef=0.01, kl_estimator="k1", save_steps=0,
