@@ -11,7 +11,10 @@ contexts each followed by a persona's canonical text, either
   blind  a text drawn at random (50/50) whatever the context: it writes the two personas'
          words and never reads the choices;
   weak   the user's own persona's text, for --start_steps steps on users that PPO never
-         sees: a reader that is right somewhat more often than chance.
+         sees: a reader that is right somewhat more often than chance;
+
+or is a saved summarizer (--start_from), trained on other users than PPO's seen ones
+(--first_user moves them).
 
 Then PPO (plus/ppo.py, PLUS's settings: KL 0.01 k1, GAE 1 / 0.95, clip 0.2) trains it on
 --updates batches of 32 seen p2 users, paid by a reward model for how well it then
@@ -68,6 +71,7 @@ def main(argv=None) -> None:
     p.add_argument("--init_from", required=True, help="the SFT policy (and the coadapt reward model's start)")
     p.add_argument("--start", choices=("blind", "weak"), default="blind")
     p.add_argument("--start_steps", type=int, default=None, help="warm-start steps of 16 (blind 100, weak 120)")
+    p.add_argument("--start_from", default=None, help="a saved summarizer to start from instead (no warm start)")
     p.add_argument("--reward", choices=("frozen", "coadapt"), default="coadapt")
     p.add_argument("--oracle_rm", default=None, help="--reward frozen: the oracle's reward_model directory")
     p.add_argument("--lr", type=float, default=1e-4, help="the summarizer's learning rate")
@@ -75,6 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default PPO's)")
     p.add_argument("--updates", type=int, default=100)
     p.add_argument("--users", type=int, default=2000, help="seen users (PPO's; weak starts from as many others)")
+    p.add_argument("--first_user", type=int, default=0, help="index of the first seen user in the train split")
     p.add_argument("--n_new", type=int, default=64, help="new users z is judged on (one record each)")
     p.add_argument("--split", choices=("valid", "test"), default="valid", help="the new users' split")
     p.add_argument("--eval_every", type=int, default=20)
@@ -88,20 +93,26 @@ def main(argv=None) -> None:
     def report(**row):
         print(json.dumps(row), flush=True)
 
-    seen = make_users("p2", "train", args.users)
+    seen = make_users("p2", "train", args.users, start=args.first_user)
     texts = [persona.text for persona in POPULATIONS["p2"]]
-    if args.start == "blind":
+    if args.start_from:
+        documents = []
+    elif args.start == "blind":
         rng = random.Random(0)
         documents = [context_text(u.context) + " " + rng.choice(texts) for u in seen]
     else:
         documents = [context_text(u.context) + " " + u.persona.text
-                     for u in make_users("p2", "train", args.users, start=args.users)]
-    summarizer, tokenizer, config = checkpoint.load_gpt(args.init_from)
+                     for u in make_users("p2", "train", args.users, start=args.first_user + args.users)]
+    summarizer, tokenizer, config = checkpoint.load_gpt(args.start_from or args.init_from)
     t0 = time.perf_counter()
-    stats = plus_trainer.warm_start(summarizer, tokenizer, documents,
-                                    steps=args.start_steps or (100 if args.start == "blind" else 120), batch_size=16,
-                                    learning_rate=3e-3, prompt_max_len=summarizer.config.block_size - Z_MAX_LEN,
-                                    response_max_len=Z_MAX_LEN, device=device)
+    if args.start_from:
+        stats = {"start_from": args.start_from}
+    else:
+        stats = plus_trainer.warm_start(summarizer, tokenizer, documents,
+                                        steps=args.start_steps or (100 if args.start == "blind" else 120),
+                                        batch_size=16, learning_rate=3e-3,
+                                        prompt_max_len=summarizer.config.block_size - Z_MAX_LEN,
+                                        response_max_len=Z_MAX_LEN, device=device)
     ref_summarizer = copy.deepcopy(summarizer)
     records, new = records_of(seen), records_of(make_users("p2", args.split, args.n_new))[::2]
     cfg = ppo.PPOConfig(generate_max_len=Z_MAX_LEN, learning_rate=args.lr, critic_learning_rate=3e-4,
@@ -116,7 +127,7 @@ def main(argv=None) -> None:
         summarizer.train()
         return judge(new, zs)
 
-    report(update=0, start=args.start, warm_start_s=round(time.perf_counter() - t0, 1), **stats, **evaluate())
+    report(update=0, start=args.start_from or args.start, warm_start_s=round(time.perf_counter() - t0, 1), **stats, **evaluate())
     if args.reward == "frozen":
         reward_model = load_reward_model(args.oracle_rm)[0]
     else:
