@@ -28,8 +28,8 @@ from plus import checkpoint, data, preferences
 from plus.cli import print_error
 from plus.distributed import Dist, init, print0, teardown
 from plus.preference_flags import PREFERENCE_FLAGS, preference_options
-from plus.stage_flags import (PLUS_WARM_START, PLUS_WORLD_USERS, RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST,
-                              SFT_WORLD_REFERENCES_PER_POST, STAGES, WORLD_TOKEN_SURPRISE,
+from plus.stage_flags import (PLUS_TABLE_POPULATIONS, PLUS_WARM_START, PLUS_WORLD_USERS, RM_WORLD_PAIRS,
+                              RM_WORLD_SUMMARIES_PER_POST, SFT_WORLD_REFERENCES_PER_POST, STAGES, WORLD_TOKEN_SURPRISE,
                               build_parser, check_args, mlp_width, stage_args)
 from plus.training import Preempted, StopOnSignal
 from plus.world import World
@@ -343,27 +343,42 @@ def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
 
 
 def run_plus(args, ctx: Dist) -> dict:
+    """--stage plus: the methods on the built-in world's population (each of pets, p2 and p4
+    in turn with --population all) or on a PLUS file, all from the same --init_from."""
+    from plus import plus_trainer
+    from plus.world import make_users
+    from plus.world.export import user_records
+
+    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
+    methods = plus_trainer.METHODS if args.method == "all" else (args.method or "plus",)
+    if args.dataset != "synthetic":  # read first: a bad record stops the run before any training
+        records, bad = data.load_plus_records(args.dataset, args.on_bad_record)
+        if bad.total:
+            print0(ctx, f"[plus] {args.dataset}: {bad.summary()}")
+    summarizer_from = init_from  # the methods that read no z from a summarizer never use it
+    if {"plus", "untrained"} & set(methods):
+        summarizer_from = plus_summarizer_init(init_from, Path(args.out_dir) / "plus" / "summarizer_init", args, ctx)
+    if args.dataset != "synthetic":
+        return run_plus_population(args, ctx, Path(args.dataset).stem, records, methods, init_from, summarizer_from)
+    result = {}
+    populations = PLUS_TABLE_POPULATIONS if args.population == "all" else (args.population or "p2",)
+    for population in populations:
+        users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
+        records = [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
+        last = run_plus_population(args, ctx, population, records, methods, init_from, summarizer_from)
+        result.update({f"{population}_{k}" if len(populations) > 1 else k: v for k, v in last.items()})
+    return result
+
+
+def run_plus_population(args, ctx: Dist, population: str, records: list, methods: tuple, init_from: Path,
+                        summarizer_from: Path) -> dict:
+    """Train each of `methods` on one population's records into <out_dir>/plus/<population>/<method>;
+    returns each method's last reward-model accuracy (and summarizer reward)."""
     from dataclasses import fields
 
     from plus import plus_trainer, ppo
     from plus.reward_head import RewardModel
-    from plus.world import make_users
-    from plus.world.export import user_records
 
-    population = args.population or "p2"
-    init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
-    methods = plus_trainer.METHODS if args.method == "all" else (args.method or "plus",)
-    summarizer_from = init_from  # the methods that read no z from a summarizer never use it
-    if {"plus", "untrained"} & set(methods):
-        summarizer_from = plus_summarizer_init(init_from, Path(args.out_dir) / "plus" / "summarizer_init", args, ctx)
-    if args.dataset == "synthetic":
-        users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
-        records = [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
-    else:
-        records, bad = data.load_plus_records(args.dataset, args.on_bad_record)
-        if bad.total:
-            print0(ctx, f"[plus] {args.dataset}: {bad.summary()}")
-        population = Path(args.dataset).stem
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
                            if getattr(args, f.name, None) is not None})
     # What the summarizer reads (plus_trainer.summarizer_prompts): the plain context, or with

@@ -66,6 +66,9 @@ WORLD_TOKEN_SURPRISE = True
 # Enough users that no pair comes back: a reward model that sees a pair again can memorize
 # it instead of reading z (BENCHMARKS.md, "PLUS on the world: can the demo model read a context?").
 PLUS_WORLD_USERS = 2000
+# --population all: the populations of the PLUS table, trained in turn (ood is evaluated
+# with the models trained on p4).
+PLUS_TABLE_POPULATIONS = ("pets", "p2", "p4")
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start),
 # at SFT's learning rate.
 PLUS_WARM_START = dict(documents=800, steps=300, batch_size=16, learning_rate=3e-3)
@@ -242,10 +245,10 @@ PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps")
 def add_plus_args(p: argparse.ArgumentParser) -> None:
     """--stage plus (plus/plus_trainer.py); PPO's flags size the summarizer's updates."""
     from plus.plus_trainer import METHODS
-    from plus.world import POPULATIONS
 
-    p.add_argument("--population", choices=tuple(p for p in POPULATIONS if p != "ood"), default=None,
-                   help="plus: the built-in world's users (default p2); ood users are for evaluation")
+    p.add_argument("--population", choices=PLUS_TABLE_POPULATIONS + ("all",), default=None,
+                   help="plus: the built-in world's users (default p2; all: each of "
+                        f"{', '.join(PLUS_TABLE_POPULATIONS)} in turn); ood users are for evaluation")
     p.add_argument("--method", choices=METHODS + ("all",), default=None,
                    help="plus: what the reward model reads about the user (default plus; all: every method in turn)")
     p.add_argument("--n_users", type=int, default=None,
@@ -268,6 +271,9 @@ def check_plus_fork_args(args: argparse.Namespace, parser: argparse.ArgumentPars
     if args.train_reward and args.stage != "ppo":
         parser.error("--train_reward only applies to --stage ppo (the PLUS authors' spelling of --stage plus "
                      "on a file)")
+    if args.stage == "plus" and args.population is not None and args.dataset != "synthetic":
+        parser.error(f"--population {args.population} is the built-in world's: a PLUS file (--dataset) is "
+                     "its own population, named after the file")
     if args.train_reward and args.dataset == "synthetic":
         parser.error("--train_reward trains PLUS on a file (--dataset FILE); on the built-in world use --stage plus")
     if (args.stage == "plus" or args.train_reward) and args.input_key is not None:

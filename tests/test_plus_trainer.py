@@ -209,6 +209,32 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
                for k in world if k.startswith("backbone."))  # it trained
 
 
+def test_population_all_trains_each_population_as_alone(tok, tmp_path):
+    """--population all is pets, p2 and p4 in turn: each run's reward model is the one that
+    population's own command trains, to the bit."""
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    flags = ["--stage", "plus", "--init_from", str(tmp_path / "sft"), "--method", "bt", "--n_users", "2",
+             "--max_steps", "1", "--rollout_batch_size", "2", "--train_batch_size", "2",
+             "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--no_progress"]
+    assert train.main(flags + ["--out_dir", str(tmp_path / "all"), "--population", "all"]) == 0
+    for population in ("pets", "p2", "p4"):
+        assert train.main(flags + ["--out_dir", str(tmp_path / population), "--population", population]) == 0
+        alone = checkpoint.load_state_dict(tmp_path / population / "plus" / population / "bt" / "reward_model")
+        in_turn = checkpoint.load_state_dict(tmp_path / "all" / "plus" / population / "bt" / "reward_model")
+        assert alone.keys() == in_turn.keys() and all(torch.equal(alone[k], in_turn[k]) for k in alone), population
+        config = checkpoint.load_config(tmp_path / "all" / "plus" / population / "bt" / "reward_model")
+        assert config["population"] == population
+    assert sorted(p.name for p in (tmp_path / "all" / "plus").iterdir()) == ["p2", "p4", "pets"]
+
+
+def test_population_is_refused_with_a_file(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "plus", "--dataset", str(tmp_path / "users.jsonl"), "--population", "p2"])
+    assert "--population p2 is the built-in world's" in capsys.readouterr().err
+
+
 def test_the_default_z_budget_holds_every_persona_text_with_its_eos():
     """--stage plus's default --generate_max_len (z's tokens) fits the oracle's z of every
     population, EOS included, in a tokenizer of the demo's size trained on the world, so a
