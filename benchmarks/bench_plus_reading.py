@@ -12,6 +12,8 @@ contexts each followed by a persona's canonical text, either
          words and never reads the choices;
   weak   the user's own persona's text, for --start_steps steps on users that PPO never
          sees: a reader that is right somewhat more often than chance;
+  corpus the world's self-description documents (--start_documents of them), as
+         `--stage plus` warm-starts the summarizer of PLUS and the untrained baseline;
 
 or is a saved summarizer (--start_from), trained on other users than PPO's seen ones
 (--first_user moves them).
@@ -48,7 +50,7 @@ from plus import checkpoint, data, ppo, plus_trainer
 from plus.reward_head import RewardModel, load_reward_model
 from plus.training import lr_at, make_optimizer
 from plus.value_head import Critic
-from plus.world import POPULATIONS, Persona, make_users
+from plus.world import POPULATIONS, Persona, make_users, self_description_documents
 from plus.world.export import user_records
 from plus.world.personas import summary_attribute_accuracy
 from plus.world.users import context_text
@@ -69,8 +71,11 @@ def judge(records, zs) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init_from", required=True, help="the SFT policy (and the coadapt reward model's start)")
-    p.add_argument("--start", choices=("blind", "weak"), default="blind")
-    p.add_argument("--start_steps", type=int, default=None, help="warm-start steps of 16 (blind 100, weak 120)")
+    p.add_argument("--start", choices=("blind", "weak", "corpus"), default="blind")
+    p.add_argument("--start_documents", type=int, default=800, help="--start corpus: self-description documents")
+    p.add_argument("--start_steps", type=int, default=None,
+                   help="warm-start steps of 16 (blind 100, weak 120, corpus 300)")
+    p.add_argument("--start_lr", type=float, default=3e-3, help="the warm start's learning rate (SFT's)")
     p.add_argument("--start_from", default=None, help="a saved summarizer to start from instead (no warm start)")
     p.add_argument("--reward", choices=("frozen", "coadapt"), default="coadapt")
     p.add_argument("--oracle_rm", default=None, help="--reward frozen: the oracle's reward_model directory")
@@ -100,6 +105,8 @@ def main(argv=None) -> None:
     elif args.start == "blind":
         rng = random.Random(0)
         documents = [context_text(u.context) + " " + rng.choice(texts) for u in seen]
+    elif args.start == "corpus":
+        documents = self_description_documents(args.start_documents)
     else:
         documents = [context_text(u.context) + " " + u.persona.text
                      for u in make_users("p2", "train", args.users, start=args.first_user + args.users)]
@@ -108,9 +115,9 @@ def main(argv=None) -> None:
     if args.start_from:
         stats = {"start_from": args.start_from}
     else:
-        stats = plus_trainer.warm_start(summarizer, tokenizer, documents,
-                                        steps=args.start_steps or (100 if args.start == "blind" else 120),
-                                        batch_size=16, learning_rate=3e-3,
+        steps = args.start_steps or {"blind": 100, "weak": 120, "corpus": 300}[args.start]
+        stats = plus_trainer.warm_start(summarizer, tokenizer, documents, steps=steps,
+                                        batch_size=16, learning_rate=args.start_lr,
                                         prompt_max_len=summarizer.config.block_size - Z_MAX_LEN,
                                         response_max_len=Z_MAX_LEN, device=device)
     ref_summarizer = copy.deepcopy(summarizer)
