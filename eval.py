@@ -61,6 +61,8 @@ the user's noiseless gold choice. report.json holds, for population `pets`, `p2`
 or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
 
 * plus.<population>.<method>.<seen|new>.accuracy, with .ci95 (Wilson, 95%) and .n_pairs;
+  pets, whose comparisons are half contested, half shared, has each kind's apart under
+  <seen|new>.<contested|shared> (the same keys);
 * plus.<population>.<method>.summary_attribute_accuracy: how well z states the new users'
   personas (plus.world.summary_attribute_accuracy: +1 per attribute right, -1 per
   attribute wrong or extra, over the persona's attributes; the mean), with

@@ -589,8 +589,10 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
 #   eval_prompt, eval_chosen, eval_rejected
 #                      a held-out comparison (the built-in world: chosen by the user's noiseless gold judge)
 # and, optionally, `user_id` and `persona` (the built-in world writes them; the oracle
-# baseline reads the persona's canonical description). Every text field is a non-empty
-# string; the three pairs must differ within themselves.
+# baseline reads the persona's canonical description) and the boolean `eval_contested`
+# (the world's: whether the population's personas disagree on the eval pair; evaluation
+# reports the two kinds apart where both occur). Every text field is a non-empty string;
+# the three pairs must differ within themselves.
 
 PLUS_TEXT_FIELDS = ("context", "reward_prompt", "chosen", "rejected", "train_prompt", "train_chosen",
                     "train_rejected", "eval_prompt", "eval_chosen", "eval_rejected")
@@ -612,6 +614,7 @@ class PlusRecord:
     eval_rejected: str
     user_id: str = ""
     persona: str = ""
+    eval_contested: bool | None = None  # do the population's personas disagree on the eval pair?
     source: str = ""  # "file:line" or "synthetic:<user id>"
 
 
@@ -628,6 +631,8 @@ def parse_plus_record(record: dict, where: str) -> PlusRecord:
         if texts[a].strip() == texts[b].strip():
             raise DataError(f"{where}: {a!r} and {b!r} are identical")
     optional = {key: get_text(record, key, where) for key in ("user_id", "persona") if key in record}
+    if "eval_contested" in record:
+        optional["eval_contested"] = get_typed(record, "eval_contested", bool, where)
     return PlusRecord(context_messages=[{"role": m["role"], "content": m["content"]} for m in messages], **texts,
                       **optional, source=where)
 

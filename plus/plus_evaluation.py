@@ -12,7 +12,7 @@ right on the pair when
     r(x, y_u^+ | z_u) > r(x, y_u^- | z_u)        (a tie counts half),
 
 and its accuracy is the mean over the pairs, with a Wilson 95% interval
-(`plus.metrics.win_rate`). Seen users are those a run trained on, scored on other posts
+(`plus.metrics.win_rate`); on pets, also over its contested pairs and its shared ones apart. Seen users are those a run trained on, scored on other posts
 than their training pairs; new users are held-out users on new posts; the ood
 population's users have persona combinations no run trained on.
 
@@ -65,16 +65,27 @@ PLUS_EVAL_USERS = 256
 # ----------------------------------------------------------------------------------------
 # One reward model, one set of z
 
+def _rate(hits: list[float]) -> dict:
+    rate, (low, high) = win_rate(hits)
+    return {"accuracy": rate, "ci95": [low, high], "n_pairs": len(hits)}
+
+
 def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | None], settings: PlusSettings,
              device) -> dict:
     """The reward model's accuracy on the records' evaluation pairs, each conditioned on
-    its z, against the user's gold choice (ties half), with its Wilson 95% interval."""
+    its z, against the user's gold choice (ties half), with its Wilson 95% interval. Where
+    the records hold both contested pairs (the population's personas disagree) and shared
+    ones (pets), also each kind's apart, under "contested" and "shared": on shared pairs a
+    reward model that ignores z can be right, on contested ones only one that reads it."""
     pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
     chosen, rejected = score_pairs(reward_model, pairs, tokenizer.pad_id, settings.eval_batch_size, device)
-    n = len(pairs)
     hits = ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
-    rate, (low, high) = win_rate(hits)
-    return {"accuracy": rate, "ci95": [low, high], "n_pairs": n}
+    out = _rate(hits)
+    kinds = {r.eval_contested for r in records}
+    if kinds == {True, False}:
+        for name, kind in (("contested", True), ("shared", False)):
+            out[name] = _rate([h for h, r in zip(hits, records) if r.eval_contested is kind])
+    return out
 
 
 def z_quality(tokenizer, records: list[PlusRecord], zs: list[str | None]) -> dict:
@@ -284,6 +295,17 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
         if any(method in plus[p] for p in populations):
             lines.append(f"| {method} | " + " | ".join(_percent_cell(plus[p].get(method, {}).get(s))
                                                       for p, s in columns) + " |")
+    kinds = [(p, s, k) for p, s in columns for k in ("contested", "shared")
+             if any(k in plus[p].get(m, {}).get(s, {}) for m in METHODS)]
+    if kinds:
+        lines += ["", "The same accuracies on the contested pairs (the population's personas disagree: only a reward "
+                      "model that reads z can be right) and on the shared ones, apart.", "",
+                  "| method | " + " | ".join(f"{p} {s} {k}" for p, s, k in kinds) + " |",
+                  "|---" * (len(kinds) + 1) + "|"]
+        for method in METHODS:
+            if any(method in plus[p] for p, _, _ in kinds):
+                lines.append(f"| {method} | " + " | ".join(
+                    _percent_cell(plus[p].get(method, {}).get(s, {}).get(k)) for p, s, k in kinds) + " |")
     if any("transfer" in plus[p] for p in populations):
         lines += ["", "Transfer: the oracle's reward model (trained on the personas' true descriptions) reading other "
                       "summarizers' z; accuracy (%) as above.", "", header.replace("| method |", "| z read |"),

@@ -38,6 +38,8 @@ def test_every_field_is_read(tmp_path):
                                                               "ep", "ec", "er")
     assert r.context_messages == MESSAGES and r.user_id == "" and r.persona == "" and r.source == f"{path}:1"
     assert (records[1].user_id, records[1].persona) == ("u7", "brief+formal")
+    assert r.eval_contested is None and load_plus_records(
+        write_jsonl(tmp_path / "c.jsonl", [record(eval_contested=False)]))[0][0].eval_contested is False
 
 
 def test_a_json_array_reads_the_same(tmp_path):
@@ -61,6 +63,7 @@ def test_a_json_array_reads_the_same(tmp_path):
                                                   "and 'content'"),
     (record(train_rejected="tc"), "'train_chosen' and 'train_rejected' are identical"),
     (record(user_id=""), "'user_id' is empty"),
+    (record(eval_contested="yes"), "'eval_contested' should be a bool, got str"),
 ])
 def test_bad_records_name_file_line_and_problem(tmp_path, bad_record, problem):
     path = write_jsonl(tmp_path / "p.jsonl", [record(), bad_record, "{not json"])
@@ -91,6 +94,7 @@ def test_a_world_user_exported_and_read_back_is_the_user(tmp_path):
             assert r.eval_prompt == held.post.query()
             assert (r.eval_chosen, r.eval_rejected) == (held.summaries[held.gold_choice],
                                                         held.summaries[1 - held.gold_choice])  # the gold choice
+            assert r.eval_contested is held.contested is True  # p2: contested pairs only
         assert [json.loads(line) for line in (tmp_path / f"p2_{split}.jsonl").read_text().splitlines()] == \
             user_records(user)
 

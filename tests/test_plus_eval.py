@@ -2,12 +2,14 @@
 interval with a reward model whose scores are known by hand, the judge of z on hand-made
 z, the curves against the metrics lines written, and, on tiny runs of every method, each
 number of report.json recomputed pair by pair, the ood population, transfer, examples,
-report.md's tables, and sections of the report kept across evaluations."""
+report.md's tables, and sections of the report kept across evaluations; pets' contested and
+shared pairs apart."""
 
 import importlib.util
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,7 +25,7 @@ from plus.tokenizer import Tokenizer
 from plus.world import World, make_users
 from plus.world.export import user_records
 from plus.world.personas import Persona, summary_attribute_accuracy
-from plus.world.users import parse_summary
+from plus.world.users import HELD_OUT_PER_USER, parse_summary
 from test_plus_trainer import tiny_policy
 
 BRIEF = "brief+feelings+formal"
@@ -87,6 +89,37 @@ def test_accuracy_and_its_wilson_interval_by_hand(tok):
     p = sum(hits) / len(hits)
     assert out["accuracy"] == pytest.approx(p) and out["n_pairs"] == 5
     assert out["ci95"] == pytest.approx(list(wilson(p, 5)))
+
+
+def test_pets_accuracy_splits_contested_from_shared_pairs_by_hand(tok):
+    model = CountingRewardModel(tiny_policy(tok).config, tok)
+    pairs = [("good good day", "good day"), ("good day", "good good good"), ("good one", "good two"),
+             ("good", "bad"), ("bad", "good")]
+    contested = [True, True, False, False, False]
+    records = [replace(record(c, r), eval_contested=k) for (c, r), k in zip(pairs, contested)]
+    # rewards (chosen, rejected) without z: (2, 1) right; (1, 3) wrong; (1, 1) tie; (1, 0) right; (0, 1) wrong
+    settings = PlusSettings(prompt_max_len=200, response_max_len=16)
+    out = plus_evaluation.accuracy(model, tok, records, [None] * 5, settings, "cpu")
+    assert out["accuracy"] == pytest.approx(2.5 / 5) and out["n_pairs"] == 5
+    assert out["contested"]["accuracy"] == pytest.approx(1 / 2) and out["contested"]["n_pairs"] == 2
+    assert out["shared"]["accuracy"] == pytest.approx(1.5 / 3) and out["shared"]["n_pairs"] == 3
+    assert out["shared"]["ci95"] == pytest.approx(list(wilson(0.5, 3)))
+    # one kind only (p2, p4: contested only), or records that do not say: no split
+    for kinds in ([True] * 5, [None] * 5):
+        one_kind = [replace(r, eval_contested=k) for r, k in zip(records, kinds)]
+        assert "contested" not in plus_evaluation.accuracy(model, tok, one_kind, [None] * 5, settings, "cpu")
+    md = "\n".join(plus_evaluation.plus_markdown({"pets": {"bt": {"new": out}}}))
+    assert "| method | pets new contested | pets new shared |" in md
+    assert "| bt | 50.0 [" in md.split("pets new shared |")[1]
+
+
+def test_the_world_marks_each_eval_pair_contested_or_shared():
+    users = make_users("pets", "test", 8)
+    records = [parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
+    halves = HELD_OUT_PER_USER // 2
+    assert [r.eval_contested for r in records] == [c.contested for u in users for c in u.held_out[halves:]]
+    assert {r.eval_contested for r in records} == {True, False}
+    assert {r.eval_contested for r in users_records("p2", "test", 4)} == {True}
 
 
 def test_z_quality_by_hand(tok):

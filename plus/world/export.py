@@ -68,7 +68,9 @@ def user_records(user: User) -> list[dict]:
     user's noisy labeler chose, the same pair for both as the authors advise for
     stability), each paired with one of the second half as `eval_*` (as the persona's
     noiseless gold judge chose). So the evaluation pairs are on posts no training pair of
-    the user is about; every record carries the user's whole context."""
+    the user is about; every record carries the user's whole context, and `eval_contested`
+    says whether the population's personas disagree on its evaluation pair (pets has both
+    kinds)."""
     half = HELD_OUT_PER_USER // 2
     records = []
     for train, held in zip(user.held_out[:half], user.held_out[half:]):
@@ -78,7 +80,8 @@ def user_records(user: User) -> list[dict]:
                         "context": context_text(user.context), "context_messages": context_messages(user.context),
                         "reward_prompt": train.post.query(), "chosen": chosen, "rejected": rejected,
                         "train_prompt": train.post.query(), "train_chosen": chosen, "train_rejected": rejected,
-                        "eval_prompt": held.post.query(), "eval_chosen": eval_chosen, "eval_rejected": eval_rejected})
+                        "eval_prompt": held.post.query(), "eval_chosen": eval_chosen, "eval_rejected": eval_rejected,
+                        "eval_contested": held.contested})
     return records
 
 
