@@ -76,7 +76,8 @@ def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
     its z, against the user's gold choice (ties half), with its Wilson 95% interval. Where
     the records hold both contested pairs (the population's personas disagree) and shared
     ones (pets), also each kind's apart, under "contested" and "shared": on shared pairs a
-    reward model that ignores z can be right, on contested ones only one that reads it."""
+    reward model that ignores z can be right for every user, on contested ones for one
+    persona's users only, so about half the time."""
     pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
     chosen, rejected = score_pairs(reward_model, pairs, tokenizer.pad_id, settings.eval_batch_size, device)
     hits = ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
@@ -298,8 +299,8 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
     kinds = [(p, s, k) for p, s in columns for k in ("contested", "shared")
              if any(k in plus[p].get(m, {}).get(s, {}) for m in METHODS)]
     if kinds:
-        lines += ["", "The same accuracies on the contested pairs (the population's personas disagree: only a reward "
-                      "model that reads z can be right) and on the shared ones, apart.", "",
+        lines += ["", "The same accuracies on the contested pairs (the population's personas disagree: a reward model "
+                      "that ignores z is right for one persona's users only) and on the shared ones, apart.", "",
                   "| method | " + " | ".join(f"{p} {s} {k}" for p, s, k in kinds) + " |",
                   "|---" * (len(kinds) + 1) + "|"]
         for method in METHODS:
