@@ -351,21 +351,26 @@ def run_plus(args, ctx: Dist) -> dict:
 
     init_from = Path(args.init_from) if args.init_from else Path(args.out_dir) / "sft"
     methods = plus_trainer.METHODS if args.method == "all" else (args.method or "plus",)
-    if args.dataset != "synthetic":  # read first: a bad record stops the run before any training
+    if args.dataset == "synthetic":
+        populations = PLUS_TABLE_POPULATIONS if args.population == "all" else (args.population or "p2",)
+
+        def records_of(population: str) -> list:
+            users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
+            return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
+    else:  # read first: a bad record stops the run before any training
         records, bad = data.load_plus_records(args.dataset, args.on_bad_record)
         if bad.total:
             print0(ctx, f"[plus] {args.dataset}: {bad.summary()}")
+        populations = (Path(args.dataset).stem,)
+
+        def records_of(population: str) -> list:
+            return records
     summarizer_from = init_from  # the methods that read no z from a summarizer never use it
     if {"plus", "untrained"} & set(methods):
         summarizer_from = plus_summarizer_init(init_from, Path(args.out_dir) / "plus" / "summarizer_init", args, ctx)
-    if args.dataset != "synthetic":
-        return run_plus_population(args, ctx, Path(args.dataset).stem, records, methods, init_from, summarizer_from)
     result = {}
-    populations = PLUS_TABLE_POPULATIONS if args.population == "all" else (args.population or "p2",)
     for population in populations:
-        users = make_users(population, "train", args.n_users or PLUS_WORLD_USERS, seed=args.seed)
-        records = [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
-        last = run_plus_population(args, ctx, population, records, methods, init_from, summarizer_from)
+        last = run_plus_population(args, ctx, population, records_of(population), methods, init_from, summarizer_from)
         result.update({f"{population}_{k}" if len(populations) > 1 else k: v for k, v in last.items()})
     return result
 

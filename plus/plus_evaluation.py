@@ -12,9 +12,10 @@ right on the pair when
     r(x, y_u^+ | z_u) > r(x, y_u^- | z_u)        (a tie counts half),
 
 and its accuracy is the mean over the pairs, with a Wilson 95% interval
-(`plus.metrics.win_rate`); on pets, also over its contested pairs and its shared ones apart. Seen users are those a run trained on, scored on other posts
-than their training pairs; new users are held-out users on new posts; the ood
-population's users have persona combinations no run trained on.
+(`plus.metrics.win_rate`); on pets, also over its contested pairs and its shared ones
+apart. Seen users are those a run trained on, scored on other posts than their training
+pairs; new users are held-out users on new posts; the ood population's users have
+persona combinations no run trained on.
 
 Beside accuracy:
 

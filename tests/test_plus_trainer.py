@@ -229,6 +229,17 @@ def test_population_all_trains_each_population_as_alone(tok, tmp_path):
     assert sorted(p.name for p in (tmp_path / "all" / "plus").iterdir()) == ["p2", "p4", "pets"]
 
 
+def test_a_bad_plus_file_stops_before_the_summarizers_warm_start(tok, tmp_path, capsys):
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    (tmp_path / "users.jsonl").write_text('{"context": "c"}\n')
+    assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--dataset", str(tmp_path / "users.jsonl"),
+                       "--warm_start_steps", "2", "--no_progress"]) == 1
+    assert f"{tmp_path / 'users.jsonl'}:1: missing key" in capsys.readouterr().err
+    assert not (tmp_path / "plus").exists()
+
+
 def test_population_is_refused_with_a_file(capsys, tmp_path):
     with pytest.raises(SystemExit):
         train.main(["--stage", "plus", "--dataset", str(tmp_path / "users.jsonl"), "--population", "p2"])
