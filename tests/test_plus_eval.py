@@ -94,23 +94,24 @@ def test_accuracy_and_its_wilson_interval_by_hand(tok):
 def test_pets_accuracy_splits_contested_from_shared_pairs_by_hand(tok):
     model = CountingRewardModel(tiny_policy(tok).config, tok)
     pairs = [("good good day", "good day"), ("good day", "good good good"), ("good one", "good two"),
-             ("good", "bad"), ("bad", "good")]
+             ("good", "bad"), ("good good", "bad")]
     contested = [True, True, False, False, False]
     records = [replace(record(c, r), eval_contested=k) for (c, r), k in zip(pairs, contested)]
-    # rewards (chosen, rejected) without z: (2, 1) right; (1, 3) wrong; (1, 1) tie; (1, 0) right; (0, 1) wrong
+    # rewards (chosen, rejected) without z: (2, 1) right; (1, 3) wrong; (1, 1) tie; (1, 0) right; (2, 0) right
     settings = PlusSettings(prompt_max_len=200, response_max_len=16)
     out = plus_evaluation.accuracy(model, tok, records, [None] * 5, settings, "cpu")
-    assert out["accuracy"] == pytest.approx(2.5 / 5) and out["n_pairs"] == 5
+    assert out["accuracy"] == pytest.approx(3.5 / 5) and out["n_pairs"] == 5
     assert out["contested"]["accuracy"] == pytest.approx(1 / 2) and out["contested"]["n_pairs"] == 2
-    assert out["shared"]["accuracy"] == pytest.approx(1.5 / 3) and out["shared"]["n_pairs"] == 3
-    assert out["shared"]["ci95"] == pytest.approx(list(wilson(0.5, 3)))
+    assert out["shared"]["accuracy"] == pytest.approx(2.5 / 3) and out["shared"]["n_pairs"] == 3
+    assert out["shared"]["ci95"] == pytest.approx(list(wilson(2.5 / 3, 3)))
     # one kind only (p2, p4: contested only), or records that do not say: no split
     for kinds in ([True] * 5, [None] * 5):
         one_kind = [replace(r, eval_contested=k) for r, k in zip(records, kinds)]
         assert "contested" not in plus_evaluation.accuracy(model, tok, one_kind, [None] * 5, settings, "cpu")
     md = "\n".join(plus_evaluation.plus_markdown({"pets": {"bt": {"new": out}}}))
     assert "| method | pets new contested | pets new shared |" in md
-    assert "| bt | 50.0 [" in md.split("pets new shared |")[1]
+    low, high = wilson(0.5, 2)
+    assert f"| bt | 50.0 [{100 * low:.1f}, {100 * high:.1f}] | 83.3 [" in md
 
 
 def test_the_world_marks_each_eval_pair_contested_or_shared():
