@@ -111,6 +111,13 @@ def tiny_policy(tok, block_size=256):
     return GPT(GPTConfig.gpt2_style(vocab_size=tok.vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=16))
 
 
+def saved_sft_policy(tok, path):
+    """tiny_policy saved where --stage plus looks for the SFT policy."""
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(path, policy, {"stage": "sft", "model": policy.config.to_dict()}, tokenizer=tok)
+    return policy
+
+
 def hand_records(n):
     return [PlusRecord(context=f"I chose: a{i}\nOver: b{i}\n\nWhat I want from a TL;DR: ##Summary",
                        context_messages=[{"role": "user", "content": "c"}],
@@ -148,9 +155,7 @@ def test_the_reward_model_update_sees_exactly_the_z_that_were_scored(tok, tmp_pa
 
 # ---- the command line --------------------------------------------------------------------------
 def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
-    policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
-                               tokenizer=tok)
+    saved_sft_policy(tok, tmp_path / "sft")
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "all", "--n_users", "2",
              "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
              "--micro_train_batch_size", "2", "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len",
@@ -192,9 +197,7 @@ def test_plus_flags_only_apply_to_the_plus_stage(capsys):
 def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
     from plus.world.export import export_plus
 
-    policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
-                               tokenizer=tok)
+    policy = saved_sft_policy(tok, tmp_path / "sft")
     export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--method", "icl", "--max_steps", "2",
              "--rollout_batch_size", "2", "--train_batch_size", "2", "--micro_train_batch_size", "2",
@@ -212,9 +215,7 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
 def test_population_all_trains_each_population_as_alone(tok, tmp_path):
     """--population all is pets, p2 and p4 in turn: each run's reward model is the one that
     population's own command trains, to the bit."""
-    policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
-                               tokenizer=tok)
+    saved_sft_policy(tok, tmp_path / "sft")
     flags = ["--stage", "plus", "--init_from", str(tmp_path / "sft"), "--method", "bt", "--n_users", "2",
              "--max_steps", "1", "--rollout_batch_size", "2", "--train_batch_size", "2",
              "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--no_progress"]
@@ -230,9 +231,7 @@ def test_population_all_trains_each_population_as_alone(tok, tmp_path):
 
 
 def test_a_bad_plus_file_stops_before_the_summarizers_warm_start(tok, tmp_path, capsys):
-    policy = tiny_policy(tok)
-    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
-                               tokenizer=tok)
+    saved_sft_policy(tok, tmp_path / "sft")
     (tmp_path / "users.jsonl").write_text('{"context": "c"}\n')
     assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--dataset", str(tmp_path / "users.jsonl"),
                        "--warm_start_steps", "2", "--no_progress"]) == 1
