@@ -115,10 +115,9 @@ def test_pets_accuracy_splits_contested_from_shared_pairs_by_hand(tok):
 
 
 def test_the_world_marks_each_eval_pair_contested_or_shared():
-    users = make_users("pets", "test", 8)
-    records = [parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
-    halves = HELD_OUT_PER_USER // 2
-    assert [r.eval_contested for r in records] == [c.contested for u in users for c in u.held_out[halves:]]
+    records, half = users_records("pets", "test", 8), HELD_OUT_PER_USER // 2
+    held = [c for u in make_users("pets", "test", 8) for c in u.held_out[half:]]  # the eval pairs, in order
+    assert [r.eval_contested for r in records] == [c.contested for c in held]
     assert {r.eval_contested for r in records} == {True, False}
     assert {r.eval_contested for r in users_records("p2", "test", 4)} == {True}
 
