@@ -334,7 +334,8 @@ def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
                                     batch_size=PLUS_WARM_START["batch_size"],
                                     learning_rate=PLUS_WARM_START["learning_rate"],
                                     prompt_max_len=model.config.block_size - args.generate_max_len,
-                                    response_max_len=args.generate_max_len, device=args.device, seed=args.seed)
+                                    response_max_len=args.generate_max_len, device=args.device, seed=args.seed,
+                                    progress=ctx.is_main and not args.no_progress)
     checkpoint.save_checkpoint(path, model, {**config, "stage": "plus_summarizer_init", "warm_start": made_from,
                                              **stats}, tokenizer=tokenizer)
     print0(ctx, f"[plus] summarizer warm-started on {len(documents)} self-descriptions in "

@@ -67,6 +67,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from plus import checkpoint, ppo
 from plus.bradley_terry import bradley_terry_loss, preference_accuracy
@@ -178,7 +179,7 @@ def conditioned_pairs(tokenizer, records: list[PlusRecord], zs: list[str | None]
 # The summarizer before RL: warm-started on self-descriptions
 
 def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch_size: int, learning_rate: float,
-               prompt_max_len: int, response_max_len: int, device, seed: int = 0) -> dict:
+               prompt_max_len: int, response_max_len: int, device, seed: int = 0, progress: bool = False) -> dict:
     """Fine-tune the summarizer on documents that end, after "##Summary", with what their
     writer wants from a TL;DR (`plus.world.self_description_documents`): the SFT loss
 
@@ -187,7 +188,7 @@ def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch
     on the words after the marker only, for `steps` minibatches of `batch_size` documents
     (cosine learning rate). So the summarizer has words for z, and the loose link between
     choices and words the corpus shows, before PLUS's RL; the untrained baseline samples
-    this model. Returns the last minibatch's loss."""
+    this model. Returns the last minibatch's loss; `progress` shows a bar."""
     examples = []
     for doc in documents:
         cut = doc.rindex(SUMMARY_MARKER) + len(SUMMARY_MARKER)
@@ -197,7 +198,8 @@ def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch
     optimizer = make_optimizer(summarizer, learning_rate, 0.0)
     steps_per_epoch = max(1, len(examples) // batch_size)
     loss = torch.zeros(())
-    for step in range(steps):
+    bar = tqdm(range(steps), desc="warm start", disable=not progress, dynamic_ncols=True)
+    for step in bar:
         epoch, offset = divmod(step, steps_per_epoch)
         order = epoch_order(len(examples), seed, epoch)[offset * batch_size:(offset + 1) * batch_size]
         set_lr(optimizer, lr_at(step, steps, learning_rate, warmup=max(1, steps // 20)))
@@ -208,6 +210,7 @@ def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch
         torch.nn.utils.clip_grad_norm_(summarizer.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
     summarizer.eval()
     return {"warm_start_loss": float(loss.detach()), "warm_start_documents": len(documents)}
 
