@@ -186,7 +186,7 @@ def warm_start(summarizer, tokenizer, documents: list[str], *, steps: int, batch
         L = -(1/|z|) sum_t log pi(z_t | c, z_<t)
 
     on the words after the marker only, for `steps` minibatches of `batch_size` documents
-    (cosine learning rate). So the summarizer has words for z, and the loose link between
+    (cosine learning rate). So the summarizer has words for z, and the link between
     choices and words the corpus shows, before PLUS's RL; the untrained baseline samples
     this model. Returns the last minibatch's loss; `progress` shows a bar."""
     examples = []

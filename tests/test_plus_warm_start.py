@@ -9,22 +9,25 @@ import torch
 from plus import plus_trainer
 from plus.gpt import GPT, GPTConfig
 from plus.tokenizer import Tokenizer
-from plus.world import AXES, SUMMARY_MARKER, gold_score, stated_attributes
+from plus.world import ATTRIBUTES, AXES, SUMMARY_MARKER, gold_score, stated_attributes
 from plus.world.labelers import LABELER_TAU
 from plus.world.personas import opposite
 from plus.world.users import self_description_document, self_description_documents
 
 
-def test_documents_state_a_subset_of_the_persona_after_telling_choices():
+def test_documents_state_every_pole_of_the_persona_after_telling_choices():
+    sizes = set()
     for i in range(12):
         doc = self_description_document(i, seed=3)
         assert doc == self_description_document(i, seed=3)  # regenerates from (seed, index)
-        assert set(doc.stated) <= set(doc.persona.attributes) and doc.stated
+        sizes.add(len(doc.persona.attributes))
         context, words = doc.text.rsplit(SUMMARY_MARKER, 1)
-        # the judge of z reads exactly the stated poles in the words, and nothing else
-        assert stated_attributes(words) == {axis: {p for p in doc.stated if p in poles} for axis, poles in
-                                            AXES.items()}
-        assert 2 <= len(doc.context) <= 4
+        # the words are the attributes' own sentences in AXES order, and the judge of z
+        # reads exactly the persona's poles in them, nothing else
+        assert words.strip() == " ".join(ATTRIBUTES[a].sentence for a in doc.persona.attributes)
+        assert stated_attributes(words) == {axis: {p for p in doc.persona.attributes if p in poles}
+                                            for axis, poles in AXES.items()}
+        assert 2 <= len(doc.context) <= 4 and context.endswith("What I want from a TL;DR: ")
         for c in doc.context:
             mine = [gold_score(c.post, s, doc.persona.weights) for s in c.summaries]
             flipped = [gold_score(c.post, s, opposite(doc.persona).weights) for s in c.summaries]
@@ -32,6 +35,7 @@ def test_documents_state_a_subset_of_the_persona_after_telling_choices():
             assert c.gold_choice == (0 if mine[0] > mine[1] else 1)
             assert f"I chose: {c.summaries[c.choice]}\nOver: {c.summaries[1 - c.choice]}" in context
             assert c.post.id.split("-")[1] == "corpus"
+    assert sizes == {1, 2, 3}  # one to three poles
     assert self_description_documents(3, start=2, seed=3) == [self_description_document(i, 3).text for i in (2, 3, 4)]
 
 

@@ -40,14 +40,17 @@ project's small models (each chosen summary, then the one it was chosen over, wi
 posts), ending with the marker; `parse_summary` takes z back out.
 
 **Self-description documents** are the corpus's texts in which a person shows a few of
-their past choices and then says, in their own words, what they want from a TL;DR: the
-words a summarizer needs for z, and a loose link between choices and words. The person is
-any combination of one to three poles (the populations' personas, the ood ones and
-partial ones alike); the choices are their labeler's, on pairs that a person with every
-pole flipped would have chosen the other way (the choices a person explains are the
-telling ones); and, as people do, they state only some of what they care about (a
-random non-empty subset of their poles, in paraphrase). Their
-posts are the "corpus" split's, which no user reads.
+their past choices and then says what they want from a TL;DR: the words a summarizer
+needs for z, and the link between choices and words. The person is any combination of
+one to three poles (the populations' personas, the ood ones and partial ones alike); the
+choices are their labeler's, on pairs that a person with every pole flipped would have
+chosen the other way (the choices a person explains are the telling ones); and they state
+every pole they hold, each in its attribute's own sentence, in AXES order (the persona's
+`text`). Paraphrased or partial statements (`describe`, a random subset of the poles)
+teach the demo decoder the words and none of the reading: with a dozen ways to say each
+pole, the choices decide too small a part of the words' loss (BENCHMARKS.md, "PLUS on the
+world: a corpus the demo model learns to read from"). Their posts are the "corpus"
+split's, which no user reads.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from plus.world.comparisons import PAIR_KINDS
 from plus.world.judge import gold_scores
 from plus.world.labelers import LABELER_TAU, Labeler
 from plus.world.perturbations import perturb
-from plus.world.personas import AXES, Persona, describe, opposite
+from plus.world.personas import AXES, Persona, opposite
 from plus.world.posts import Post, make_post
 from plus.world.references import reference_plan, render_summary, writer_register
 from plus.world.tables import SEED_PREFIX, SyntheticWorldError
@@ -288,8 +291,7 @@ class SelfDescription:
 
     persona: Persona
     context: tuple[UserComparison, ...]
-    stated: tuple[str, ...]  # the poles the words state, a non-empty subset of the persona's
-    text: str  # context_text(context) + " " + the words
+    text: str  # context_text(context) + " " + persona.text
 
 
 def self_description_document(index: int, seed: int = 0) -> SelfDescription:
@@ -304,8 +306,7 @@ def self_description_document(index: int, seed: int = 0) -> SelfDescription:
         sa, sb = scores[0]
         context.append(UserComparison(post, texts, notes, (sa, sb), True, choice=labeler.choose_scores(sa, sb),
                                       gold_choice=0 if sa > sb else 1))
-    stated = tuple(rng.sample(persona.attributes, rng.randint(1, len(persona.attributes))))
-    return SelfDescription(persona, tuple(context), stated, context_text(context) + " " + describe(stated, rng))
+    return SelfDescription(persona, tuple(context), context_text(context) + " " + persona.text)
 
 
 def self_description_documents(n: int, start: int = 0, seed: int = 0) -> list[str]:
