@@ -70,9 +70,9 @@ PLUS_WORLD_USERS = 2000
 # with the models trained on p4).
 PLUS_TABLE_POPULATIONS = ("pets", "p2", "p4")
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start):
-# three passes over 8,000 documents at a third of SFT's rate, where the demo model reads
-# the length pole of 69% of new p2 users and the content pole of 58% (at SFT's 3e-3: 59%
-# and 51%; BENCHMARKS.md, "PLUS on the world: a corpus the demo model learns to read from").
+# three passes over 8,000 documents at a third of SFT's rate, the smallest budget and the
+# rate at which the demo model learns to read content as well as length from the choices
+# (BENCHMARKS.md, "PLUS on the world: a corpus the demo model learns to read from").
 PLUS_WARM_START = dict(documents=8000, steps=1500, batch_size=16, learning_rate=1e-3)
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
