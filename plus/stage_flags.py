@@ -70,7 +70,7 @@ PLUS_WORLD_USERS = 2000
 # with the models trained on p4).
 PLUS_TABLE_POPULATIONS = ("pets", "p2", "p4")
 # The summarizer's warm start on the corpus's self-descriptions (plus_trainer.warm_start):
-# three passes over 8,000 documents at a third of SFT's rate, the smallest budget and the
+# three passes over 8,000 documents at a third of SFT's rate: the budget and the
 # rate at which the demo model learns to read content as well as length from the choices
 # (BENCHMARKS.md, "PLUS on the world: a corpus the demo model learns to read from").
 PLUS_WARM_START = dict(documents=8000, steps=1500, batch_size=16, learning_rate=1e-3)
