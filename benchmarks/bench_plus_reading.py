@@ -48,6 +48,7 @@ import torch
 
 from plus import checkpoint, data, ppo, plus_trainer
 from plus.reward_head import RewardModel, load_reward_model
+from plus.stage_flags import PLUS_WARM_START
 from plus.training import lr_at, make_optimizer
 from plus.value_head import Critic
 from plus.world import POPULATIONS, Persona, make_users, self_description_documents
@@ -72,10 +73,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init_from", required=True, help="the SFT policy (and the coadapt reward model's start)")
     p.add_argument("--start", choices=("blind", "weak", "corpus"), default="blind")
-    p.add_argument("--start_documents", type=int, default=800, help="--start corpus: self-description documents")
+    p.add_argument("--start_documents", type=int, default=PLUS_WARM_START["documents"],
+                   help="--start corpus: self-description documents (default --stage plus's)")
     p.add_argument("--start_steps", type=int, default=None,
-                   help="warm-start steps of 16 (blind 100, weak 120, corpus 300)")
-    p.add_argument("--start_lr", type=float, default=3e-3, help="the warm start's learning rate (SFT's)")
+                   help=f"warm-start steps of 16 (blind 100, weak 120, corpus {PLUS_WARM_START['steps']})")
+    p.add_argument("--start_lr", type=float, default=None,
+                   help="the warm start's learning rate (blind, weak: SFT's 3e-3; corpus: "
+                        f"{PLUS_WARM_START['learning_rate']}, --stage plus's)")
     p.add_argument("--start_from", default=None, help="a saved summarizer to start from instead (no warm start)")
     p.add_argument("--reward", choices=("frozen", "coadapt"), default="coadapt")
     p.add_argument("--oracle_rm", default=None, help="--reward frozen: the oracle's reward_model directory")
@@ -115,9 +119,10 @@ def main(argv=None) -> None:
     if args.start_from:
         stats = {"start_from": args.start_from}
     else:
-        steps = args.start_steps or {"blind": 100, "weak": 120, "corpus": 300}[args.start]
+        steps = args.start_steps or {"blind": 100, "weak": 120, "corpus": PLUS_WARM_START["steps"]}[args.start]
+        lr = args.start_lr or (PLUS_WARM_START["learning_rate"] if args.start == "corpus" else 3e-3)
         stats = plus_trainer.warm_start(summarizer, tokenizer, documents, steps=steps,
-                                        batch_size=16, learning_rate=args.start_lr,
+                                        batch_size=16, learning_rate=lr,
                                         prompt_max_len=summarizer.config.block_size - Z_MAX_LEN,
                                         response_max_len=Z_MAX_LEN, device=device)
     ref_summarizer = copy.deepcopy(summarizer)
