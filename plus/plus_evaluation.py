@@ -50,7 +50,7 @@ from plus.data import PlusRecord
 from plus.metrics import win_rate
 from plus.plus_trainer import METHODS, PlusSettings, conditioned_pairs, fixed_summaries
 from plus.reward_trainer import score_pairs
-from plus.world.personas import Persona, summary_attribute_accuracy
+from plus.world.personas import AXES, Persona, summary_attribute_accuracy
 
 POPULATION_ORDER = ("pets", "p2", "p4", "ood")  # the report's column order; other populations follow
 SPLITS = ("seen", "new")
@@ -90,19 +90,32 @@ def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
     return out
 
 
+Z_QUALITY_KEYS = ("summary_attribute_accuracy", "summary_all_correct", "summary_axes", "z_tokens")
+
+
 def z_quality(tokenizer, records: list[PlusRecord], zs: list[str | None]) -> dict:
     """z_tokens (mean length of the text z in tokens) and, over the records that name a
-    persona, summary_attribute_accuracy (the judge's mean score) and summary_all_correct
-    (the share of z scoring 1). Empty when no z is text."""
+    persona, summary_attribute_accuracy (the judge's mean score), summary_all_correct
+    (the share of z scoring 1) and summary_axes: per axis, of the users whose persona holds
+    a pole of it, the share whose z states that pole (`right`) and the share whose z
+    states the other one (`wrong`; the rest say nothing of it). The score adds the axes
+    up; the axes show which of them a summarizer reads. Empty when no z is text."""
     texts = [(r, z) for r, z in zip(records, zs) if z is not None]
     if not texts:
         return {}
     out = {"z_tokens": sum(len(tokenizer.encode(z)) for _, z in texts) / len(texts)}
-    scores = [summary_attribute_accuracy(z, Persona(tuple(r.persona.split("+"))))["score"]
-              for r, z in texts if r.persona]
-    if scores:
-        out["summary_attribute_accuracy"] = sum(scores) / len(scores)
-        out["summary_all_correct"] = sum(s == 1.0 for s in scores) / len(scores)
+    judged = [summary_attribute_accuracy(z, Persona(tuple(r.persona.split("+")))) for r, z in texts if r.persona]
+    if judged:
+        out["summary_attribute_accuracy"] = sum(j["score"] for j in judged) / len(judged)
+        out["summary_all_correct"] = sum(j["score"] == 1.0 for j in judged) / len(judged)
+        axes = {}
+        for axis, poles in AXES.items():
+            right = sum(any(p in j["correct"] for p in poles) for j in judged)
+            wrong = sum(any(p in j["wrong"] for p in poles) for j in judged)
+            held = right + wrong + sum(any(p in j["omitted"] for p in poles) for j in judged)
+            if held:
+                axes[axis] = {"right": right / held, "wrong": wrong / held, "n_users": held}
+        out["summary_axes"] = axes
     return out
 
 
@@ -212,8 +225,8 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
 
     run_dirs: {method: run directory}; sets: {(report population, split): records}, e.g.
     ("p4", "seen"), ("p4", "new"), ("ood", "new"). Returns {report population: {method:
-    {split: `evaluate`, "summary_attribute_accuracy", "summary_all_correct", "z_tokens"
-    (those of the new users), "curves" (`read_curves`, under the population trained on)},
+    {split: `evaluate`, the Z_QUALITY_KEYS of the new users, "curves" (`read_curves`, under
+    the population trained on)},
     "transfer": {z source: {split: `accuracy`}}, "examples": `before_after_examples` of
     the new users}}; transfer where the oracle and a z source ran, examples where PLUS ran."""
     samples = SummarizerSamples(device, seed)
@@ -227,8 +240,7 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
             result[split] = evaluate(run.reward_model, run.tokenizer, records, zs_of[method][population, split],
                                      run.settings, device)
             if split == "new":
-                result.update({k: v for k, v in result[split].items()
-                               if k in ("summary_attribute_accuracy", "summary_all_correct", "z_tokens")})
+                result.update({k: v for k, v in result[split].items() if k in Z_QUALITY_KEYS})
         if (run.path / checkpoint.METRICS).is_file() and run.config["population"] in out:
             out[run.config["population"]][method]["curves"] = read_curves(run.path / checkpoint.METRICS)
         if method in ("plus", "oracle"):
@@ -269,6 +281,10 @@ def _quality_cell(result: dict | None) -> str:
     judged = (f"{result['summary_attribute_accuracy']:.2f} / {100 * result['summary_all_correct']:.0f}% / "
               if "summary_attribute_accuracy" in result else "")
     return judged + f"{result['z_tokens']:.1f}"
+
+
+def _axis_cell(result: dict | None) -> str:
+    return f"{100 * result['right']:.0f} / {100 * result['wrong']:.0f}" if result else ""
 
 
 def _text_cell(z: str) -> str:
@@ -323,6 +339,14 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
     for method in METHODS:
         if any("z_tokens" in plus[p].get(method, {}) for p in populations):
             lines.append(f"| {method} | " + " | ".join(_quality_cell(plus[p].get(method)) for p in populations) + " |")
+    axis_rows = [(method, p, plus[p][method]["summary_axes"]) for method in METHODS for p in populations
+                 if plus[p].get(method, {}).get("summary_axes")]
+    if axis_rows:
+        lines += ["", "Per axis, new users: of the users whose persona holds a pole of the axis, the share whose z "
+                      "states it / states the other pole (%).", "",
+                  "| method | population | " + " | ".join(AXES) + " |", "|---" * (len(AXES) + 2) + "|"]
+        lines += [f"| {method} | {p} | " + " | ".join(_axis_cell(axes.get(axis)) for axis in AXES) + " |"
+                  for method, p, axes in axis_rows]
     for population in populations:
         examples = plus[population].get("examples")
         if not examples:

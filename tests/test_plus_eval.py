@@ -132,6 +132,11 @@ def test_z_quality_by_hand(tok):
     # None is no z; the last names no persona (its length counts, its score does not).
     assert out["summary_attribute_accuracy"] == pytest.approx((1 + 0 - 1 / 3 + 1 / 3) / 4)
     assert out["summary_all_correct"] == pytest.approx(1 / 4)
+    # per axis over the four judged z: length right in the full text and "short", wrong in
+    # "complete"; content and register right in the full text only
+    assert out["summary_axes"] == {"length": {"right": 2 / 4, "wrong": 1 / 4, "n_users": 4},
+                                   "content": {"right": 1 / 4, "wrong": 0.0, "n_users": 4},
+                                   "register": {"right": 1 / 4, "wrong": 0.0, "n_users": 4}}
     texts = [z for z in zs if z is not None]
     assert out["z_tokens"] == pytest.approx(sum(len(tok.encode(z)) for z in texts) / len(texts))
     assert plus_evaluation.z_quality(tok, records, [None] * len(records)) == {}
@@ -302,6 +307,12 @@ def test_report_md_shows_the_tables_of_report_json(runs):
     assert f"| plus z | {cell(transfer['seen'])} | {cell(transfer['new'])} | {cell(ood['new'])} |" in md
     oracle, ood = report["p4"]["oracle"], report["ood"]["oracle"]
     assert f"| oracle | 1.00 / 100% / {oracle['z_tokens']:.1f} | 1.00 / 100% / {ood['z_tokens']:.1f} |" in md
+    for population in ("p4", "ood"):  # the oracle states every pole right, on the axes each persona holds
+        assert f"| oracle | {population} | 100 / 0 | 100 / 0 | 100 / 0 |" in md
+        axes = report[population]["plus"]["summary_axes"]
+        assert f"| plus | {population} | " + " | ".join(
+            f"{100 * axes[a]['right']:.0f} / {100 * axes[a]['wrong']:.0f}" for a in ("length", "content", "register")) \
+            + " |" in md
     for population in ("p4", "ood"):
         assert f"### z before and after RL: {population}, new users" in md
         for persona, rows in report[population]["examples"].items():
