@@ -67,8 +67,8 @@ or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
   personas (plus.world.summary_attribute_accuracy: +1 per attribute right, -1 per
   attribute wrong or extra, over the persona's attributes; the mean), with
   .summary_all_correct (the share of z with every attribute right), .summary_axes.<axis>
-  (.right / .wrong: of the users holding a pole of the axis, the share whose z states it /
-  the other pole) and .z_tokens (z's mean length in tokens); the same per split under
+  (.right / .wrong: of the z for users holding a pole of the axis, the share that state
+  it / the other pole) and .z_tokens (z's mean length in tokens); the same per split under
   <seen|new>;
 * plus.<population>.<method>.curves: {step, rm_accuracy[, summarizer_reward]}, the run's
   metrics.jsonl per update (under the population the run trained on);

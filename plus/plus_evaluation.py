@@ -96,10 +96,11 @@ Z_QUALITY_KEYS = ("summary_attribute_accuracy", "summary_all_correct", "summary_
 def z_quality(tokenizer, records: list[PlusRecord], zs: list[str | None]) -> dict:
     """z_tokens (mean length of the text z in tokens) and, over the records that name a
     persona, summary_attribute_accuracy (the judge's mean score), summary_all_correct
-    (the share of z scoring 1) and summary_axes: per axis, of the users whose persona holds
-    a pole of it, the share whose z states that pole (`right`) and the share whose z
-    states the other one (`wrong`; the rest say nothing of it). The score adds the axes
-    up; the axes show which of them a summarizer reads. Empty when no z is text."""
+    (the share of z scoring 1) and summary_axes: per axis, of the z written for users whose
+    persona holds a pole of it (n_z, one per record), the share that state that pole
+    (`right`) and the share that state the other one (`wrong`; the rest say nothing of
+    it). The score adds the axes up; the axes show which of them a summarizer reads.
+    Empty when no z is text."""
     texts = [(r, z) for r, z in zip(records, zs) if z is not None]
     if not texts:
         return {}
@@ -114,7 +115,7 @@ def z_quality(tokenizer, records: list[PlusRecord], zs: list[str | None]) -> dic
             wrong = sum(any(p in j["wrong"] for p in poles) for j in judged)
             held = right + wrong + sum(any(p in j["omitted"] for p in poles) for j in judged)
             if held:
-                axes[axis] = {"right": right / held, "wrong": wrong / held, "n_users": held}
+                axes[axis] = {"right": right / held, "wrong": wrong / held, "n_z": held}
         out["summary_axes"] = axes
     return out
 
@@ -342,8 +343,8 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
     axis_rows = [(method, p, plus[p][method]["summary_axes"]) for method in METHODS for p in populations
                  if plus[p].get(method, {}).get("summary_axes")]
     if axis_rows:
-        lines += ["", "Per axis, new users: of the users whose persona holds a pole of the axis, the share whose z "
-                      "states it / states the other pole (%).", "",
+        lines += ["", "Per axis, new users: of the z for users whose persona holds a pole of the axis, the share "
+                      "that state it / state the other pole (%).", "",
                   "| method | population | " + " | ".join(AXES) + " |", "|---" * (len(AXES) + 2) + "|"]
         lines += [f"| {method} | {p} | " + " | ".join(_axis_cell(axes.get(axis)) for axis in AXES) + " |"
                   for method, p, axes in axis_rows]

@@ -134,9 +134,9 @@ def test_z_quality_by_hand(tok):
     assert out["summary_all_correct"] == pytest.approx(1 / 4)
     # per axis over the four judged z: length right in the full text and "short", wrong in
     # "complete"; content and register right in the full text only
-    assert out["summary_axes"] == {"length": {"right": 2 / 4, "wrong": 1 / 4, "n_users": 4},
-                                   "content": {"right": 1 / 4, "wrong": 0.0, "n_users": 4},
-                                   "register": {"right": 1 / 4, "wrong": 0.0, "n_users": 4}}
+    assert out["summary_axes"] == {"length": {"right": 2 / 4, "wrong": 1 / 4, "n_z": 4},
+                                   "content": {"right": 1 / 4, "wrong": 0.0, "n_z": 4},
+                                   "register": {"right": 1 / 4, "wrong": 0.0, "n_z": 4}}
     texts = [z for z in zs if z is not None]
     assert out["z_tokens"] == pytest.approx(sum(len(tok.encode(z)) for z in texts) / len(texts))
     assert plus_evaluation.z_quality(tok, records, [None] * len(records)) == {}
