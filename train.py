@@ -26,11 +26,11 @@ import torch
 
 from plus import checkpoint, data, preferences
 from plus.cli import print_error
-from plus.distributed import Dist, init, print0, teardown
+from plus.distributed import Dist, barrier, init, print0, teardown
 from plus.preference_flags import PREFERENCE_FLAGS, preference_options
-from plus.stage_flags import (PLUS_TABLE_POPULATIONS, PLUS_WARM_START, PLUS_WORLD_USERS, RM_WORLD_PAIRS,
-                              RM_WORLD_SUMMARIES_PER_POST, SFT_WORLD_REFERENCES_PER_POST, STAGES, WORLD_TOKEN_SURPRISE,
-                              build_parser, check_args, mlp_width, stage_args)
+from plus.stage_flags import (PLUS_GROUNDING, PLUS_TABLE_POPULATIONS, PLUS_WARM_START, PLUS_WORLD_USERS,
+                              RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST, SFT_WORLD_REFERENCES_PER_POST, STAGES,
+                              WORLD_TOKEN_SURPRISE, build_parser, check_args, mlp_width, stage_args)
 from plus.training import Preempted, StopOnSignal
 from plus.world import World
 
@@ -336,10 +336,66 @@ def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
                                     prompt_max_len=model.config.block_size - args.generate_max_len,
                                     response_max_len=args.generate_max_len, device=args.device, seed=args.seed,
                                     progress=ctx.is_main and not args.no_progress)
-    checkpoint.save_checkpoint(path, model, {**config, "stage": "plus_summarizer_init", "warm_start": made_from,
-                                             **stats}, tokenizer=tokenizer)
+    if ctx.is_main:  # every process made the same model; one writes it
+        checkpoint.save_checkpoint(path, model, {**config, "stage": "plus_summarizer_init", "warm_start": made_from,
+                                                 **stats}, tokenizer=tokenizer)
+    barrier(ctx)
     print0(ctx, f"[plus] summarizer warm-started on {len(documents)} self-descriptions in "
                 f"{time.perf_counter() - t0:.0f}s (loss {stats['warm_start_loss']:.3f}): {path}")
+    return path
+
+
+def reward_response_max_len(args, block_size: int) -> int:
+    """The tokens of a response the PLUS reward model reads: what --prompt_max_len leaves of
+    block_size, and on the built-in world at most the TL;DR setting's 48."""
+    room = block_size - args.prompt_max_len
+    if room < 1:
+        raise data.DataError(f"--prompt_max_len {args.prompt_max_len} leaves no room for a response in the "
+                             f"reward model's block_size {block_size}")
+    return min(room, data.RESPONSE_MAX_LEN) if args.dataset == "synthetic" else room
+
+
+def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | None:
+    """The reward model every PLUS method starts from: the --init_from model with a reward
+    head, grounded on the comparisons of the world's self-description corpus, each read with
+    what its chooser says they want (plus_trainer.ground_reward_model); made once under
+    <out_dir>/plus/reward_init and reused while it was made from the same model and
+    settings. --grounding_steps 0: None (each method's reward model starts from --init_from
+    with a new head)."""
+    from plus import plus_trainer
+    from plus.reward_head import RewardModel
+    from plus.world import self_description_document
+
+    steps = PLUS_GROUNDING["steps"] if args.grounding_steps is None else args.grounding_steps
+    if steps == 0:
+        return None
+    made_from = {"init_from": str(init_from), "steps": steps, "seed": args.seed,
+                 "prompt_max_len": args.prompt_max_len}
+    if (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("grounding") == made_from:
+        print0(ctx, f"[plus] reward model: {path} (grounded from {init_from})")
+        return path
+    gpt, tokenizer, _ = checkpoint.load_gpt(init_from)
+    torch.manual_seed(args.seed)  # the reward head's initialization
+    model = RewardModel.from_gpt(gpt)
+    t0 = time.perf_counter()
+    wanted, pairs, index = steps * PLUS_GROUNDING["batch_size"], [], 0
+    response_max_len = reward_response_max_len(args, model.config.block_size)
+    while len(pairs) < wanted:  # whole documents, in order, until there are enough comparisons
+        pairs += plus_trainer.grounding_pairs(tokenizer, [self_description_document(index, seed=args.seed)],
+                                              args.prompt_max_len, response_max_len)
+        index += 1
+    stats = plus_trainer.ground_reward_model(model, pairs[:wanted], pad_id=tokenizer.pad_id,
+                                             batch_size=PLUS_GROUNDING["batch_size"],
+                                             learning_rate=PLUS_GROUNDING["learning_rate"],
+                                             max_grad_norm=args.max_grad_norm, device=args.device,
+                                             dtype=args.dtype, progress=ctx.is_main and not args.no_progress)
+    if ctx.is_main:  # every process made the same model; one writes it
+        model.save(path, tokenizer, extra_config={"stage": "plus_reward_init", "grounding": made_from,
+                                                  "grounding_documents": index, **stats})
+    barrier(ctx)
+    print0(ctx, f"[plus] reward model grounded on {stats['grounding_pairs']} comparisons of {index} "
+                f"self-descriptions in {time.perf_counter() - t0:.0f}s (loss {stats['grounding_loss']:.3f}, "
+                f"accuracy {stats['grounding_accuracy']:.3f}): {path}")
     return path
 
 
@@ -369,21 +425,24 @@ def run_plus(args, ctx: Dist) -> dict:
     summarizer_from = init_from  # the methods that read no z from a summarizer never use it
     if {"plus", "untrained"} & set(methods):
         summarizer_from = plus_summarizer_init(init_from, Path(args.out_dir) / "plus" / "summarizer_init", args, ctx)
+    reward_from = plus_reward_init(init_from, Path(args.out_dir) / "plus" / "reward_init", args, ctx)
     result = {}
     for population in populations:
-        last = run_plus_population(args, ctx, population, records_of(population), methods, init_from, summarizer_from)
+        last = run_plus_population(args, ctx, population, records_of(population), methods, init_from, summarizer_from,
+                                   reward_from)
         result.update({f"{population}_{k}" if len(populations) > 1 else k: v for k, v in last.items()})
     return result
 
 
 def run_plus_population(args, ctx: Dist, population: str, records: list, methods: tuple, init_from: Path,
-                        summarizer_from: Path) -> dict:
-    """Train each of `methods` on one population's records into <out_dir>/plus/<population>/<method>;
-    returns each method's last reward-model accuracy (and summarizer reward)."""
+                        summarizer_from: Path, reward_from: Path | None) -> dict:
+    """Train each of `methods` on one population's records into <out_dir>/plus/<population>/<method>,
+    every reward model from reward_from (the grounded one) or, if None, from init_from with a
+    new head; returns each method's last reward-model accuracy (and summarizer reward)."""
     from dataclasses import fields
 
     from plus import plus_trainer, ppo
-    from plus.reward_head import RewardModel
+    from plus.reward_head import RewardModel, load_reward_model
 
     cfg = ppo.PPOConfig(**{f.name: getattr(args, f.name) for f in fields(ppo.PPOConfig)
                            if getattr(args, f.name, None) is not None})
@@ -395,18 +454,15 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
         torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
         summarizer, tokenizer, _ = checkpoint.load_gpt(summarizer_from)
         ref_summarizer, _, _ = checkpoint.load_gpt(summarizer_from)
-        reward_model = RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0])
-        # --generate_max_len is z's budget (the summarizer's generation). The reward model's
-        # responses take what its prompt cap leaves of block_size: the world's TL;DRs at most
-        # the TL;DR setting's 48 tokens.
-        room = reward_model.config.block_size - args.prompt_max_len
-        response_max_len = min(room, data.RESPONSE_MAX_LEN) if args.dataset == "synthetic" else room
-        if response_max_len < 1:
-            raise data.DataError(f"--prompt_max_len {args.prompt_max_len} leaves no room for a response in the "
-                                 f"reward model's block_size {reward_model.config.block_size}")
+        reward_model = (load_reward_model(reward_from)[0] if reward_from is not None
+                        else RewardModel.from_gpt(checkpoint.load_gpt(init_from)[0]))
+        # --generate_max_len is z's budget (the summarizer's generation), the responses the
+        # reward model reads are reward_response_max_len's.
+        response_max_len = reward_response_max_len(args, reward_model.config.block_size)
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
                                              response_max_len=response_max_len, **summarizer_input)
-        config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from), "dataset": args.dataset,
+        config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from),
+                  "reward_from": None if reward_from is None else str(reward_from), "dataset": args.dataset,
                   "population": population, "method": method,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,

@@ -36,6 +36,13 @@ Both are trained together, once per rollout batch of users (the authors' order):
                in minibatches, with plus/reward_trainer.py's `pair_forward` and the
                Bradley–Terry loss; its learning rate is the critic's, on a cosine schedule.
 
+Before any of it, on the built-in world, the summarizer is warm-started on the world's
+self-description corpus (people's past choices, then what they want from a TL;DR in their
+own words: `warm_start`) and the reward model is grounded on the same corpus's
+comparisons, each read with what its chooser says they want (`ground_reward_model`), so
+that z has words and the reward model reads them before PLUS starts, as the authors'
+LLMs do.
+
 The baselines train the same reward model on the same batches with the same number of
 steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
 the raw context (in-context), a z the initial summarizer wrote once (untrained), or the
@@ -80,7 +87,7 @@ from plus.reward_trainer import pair_forward, score_pairs
 from plus.sft import sequence_loss_sum
 from plus.training import append_metrics, autocast, epoch_order, lr_at, make_optimizer, set_lr, truncate_metrics
 from plus.world.personas import Persona
-from plus.world.users import SUMMARY_MARKER, parse_summary
+from plus.world.users import SUMMARY_MARKER, SelfDescription, parse_summary
 
 PREFERENCE_CUE = ("Here is the summary of my preferences based on previous conversations: {z} "
                   "In the following conversation, keep this in mind to personalize your response.\n\n")
@@ -279,6 +286,56 @@ def reward_model_pass(model, optimizer, pairs: list[PreferencePair], pad_id: int
         optimizer.zero_grad(set_to_none=True)
     loss_sum, hits = all_reduce_sum(ctx, sums).tolist()
     return {"rm_loss": loss_sum / len(pairs), "rm_accuracy": hits / len(pairs)}
+
+
+# ----------------------------------------------------------------------------------------
+# The reward model before any method: grounded on people who say what they want
+
+def grounding_pairs(tokenizer, documents: list[SelfDescription], prompt_max_len: int,
+                    response_max_len: int) -> list[PreferencePair]:
+    """The comparisons of self-description documents, each conditioned on its writer's own
+    words: cue(z) with z = what the writer says they want (`persona.text`, the words after
+    "##Summary" in the document), then the post; chosen is the summary the writer's labeler
+    picked. In document order, each document's comparisons in the order it shows them."""
+    pairs = []
+    for doc in documents:
+        for c in doc.context:
+            prompt = conditioned_prompt_ids(tokenizer, doc.persona.text, c.post.query(), prompt_max_len)
+            pairs.append(PreferencePair(prompt, response_ids(tokenizer, c.summaries[c.choice], response_max_len),
+                                        response_ids(tokenizer, c.summaries[1 - c.choice], response_max_len)))
+    return pairs
+
+
+def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: int, batch_size: int,
+                        learning_rate: float, max_grad_norm: float, device, dtype: str = "fp32",
+                        progress: bool = False) -> dict:
+    """One Bradley–Terry pass over `pairs` (`grounding_pairs`) in minibatches of batch_size,
+    one `reward_model_pass` step each, on a cosine learning rate: L = -E log sigma(r(y^w | z)
+    - r(y^l | z)) where z is what the chooser says they want.
+
+    The authors' reward model is an LLM that reads "I prefer concise answers" before any
+    PLUS training; a reward model made from the demo decoder has never seen anyone say what
+    they want. Trained first on the corpus's self-described people (1-3 poles each, every
+    combination), it learns to read the attributes' sentences in general, not one
+    population's texts, so every method starts from a reward model that reads a z, and a z
+    that states the user's poles is paid from PLUS's first update. Every method starts from
+    it, Bradley–Terry included. Returns the pass's mean loss and accuracy (the rewards
+    before each step) and the pairs it used; `progress` shows a bar."""
+    reward_model.to(device)
+    optimizer = make_optimizer(reward_model, learning_rate, 0.0)
+    steps = len(pairs) // batch_size
+    loss_sum = hits = 0.0
+    bar = tqdm(range(steps), desc="reward grounding", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        out = reward_model_pass(reward_model, optimizer, pairs[step * batch_size:(step + 1) * batch_size], pad_id,
+                                batch_size, batch_size, lr_at(step, steps, learning_rate, warmup=max(1, steps // 20)),
+                                max_grad_norm, device, dtype)
+        loss_sum += out["rm_loss"]
+        hits += out["rm_accuracy"]
+        bar.set_postfix(loss=f"{out['rm_loss']:.3f}", refresh=False)
+    reward_model.eval()
+    return {"grounding_loss": loss_sum / max(steps, 1), "grounding_accuracy": hits / max(steps, 1),
+            "grounding_pairs": steps * batch_size}
 
 
 # ----------------------------------------------------------------------------------------

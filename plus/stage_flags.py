@@ -74,6 +74,12 @@ PLUS_TABLE_POPULATIONS = ("pets", "p2", "p4")
 # rate at which the demo model learns to read content as well as length from the choices
 # (BENCHMARKS.md, "PLUS on the world: a corpus the demo model learns to read from").
 PLUS_WARM_START = dict(documents=8000, steps=1500, batch_size=16, learning_rate=1e-3)
+# Every method's reward model is first grounded on the comparisons of the same corpus, each
+# read with what its chooser says they want (plus_trainer.ground_reward_model): one pass
+# over about 24,000 comparisons (about 8,000 documents) at the reward model's rate, after
+# which it reads p2's persona texts it never saw (BENCHMARKS.md, "PLUS on the world: a
+# reward model that reads z before PLUS").
+PLUS_GROUNDING = dict(steps=1500, batch_size=16, learning_rate=3e-4)
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
 # on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
@@ -241,7 +247,7 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
 
 
-PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps")
+PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps", "grounding_steps")
 
 
 def add_plus_args(p: argparse.ArgumentParser) -> None:
@@ -258,6 +264,11 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm_start_steps", type=int, default=None,
                    help=f"plus: minibatches of {PLUS_WARM_START['batch_size']} self-description documents the "
                         f"summarizer learns from before RL (default {PLUS_WARM_START['steps']}; 0: none)")
+    p.add_argument("--grounding_steps", type=int, default=None,
+                   help=f"plus: minibatches of {PLUS_GROUNDING['batch_size']} comparisons of the self-description "
+                        "corpus, each read with what its chooser says they want, that every method's reward model "
+                        f"learns from first (default {PLUS_GROUNDING['steps']}; 0: none, the reward model starts "
+                        "from --init_from with a new head)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
                         "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "
@@ -291,7 +302,7 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.stage not in ("ppo", "plus", "all") and given:
         parser.error(f"--{given[0]} only applies to --stage ppo (and plus)")
     plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None
-                  and not (args.train_reward and f == "warm_start_steps")]
+                  and not (args.train_reward and f in ("warm_start_steps", "grounding_steps"))]
     if args.stage != "plus" and plus_given:
         parser.error(f"--{plus_given[0]} only applies to --stage plus")
     if (args.stage == "plus" or args.train_reward) and (args.resume or args.reward_pretrain):

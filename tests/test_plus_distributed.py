@@ -46,7 +46,7 @@ def flags(sft, out_dir, method: str) -> list[str]:
     return ["--stage", "plus", "--init_from", str(sft), "--out_dir", str(out_dir), "--population", "p2",
             "--method", method, "--n_users", "4", "--max_steps", "2", "--rollout_batch_size", "4",
             "--train_batch_size", "2", "--micro_train_batch_size", "1", "--ppo_epochs", "1",
-            "--generate_max_len", "8", "--prompt_max_len", "240", "--warm_start_steps", "0",
+            "--generate_max_len", "8", "--prompt_max_len", "240", "--warm_start_steps", "1", "--grounding_steps", "1",
             "--temperature", "1e-4", "--learning_rate", "0", "--critic_learning_rate", str(RM_LR), "--no_progress"]
 
 

@@ -184,7 +184,7 @@ def test_curves_are_the_metrics_lines_and_the_table_shows_every_kth_update(tmp_p
 N_USERS, N_NEW = 2, 2
 TRAIN_FLAGS = ["--n_users", str(N_USERS), "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
                "--micro_train_batch_size", "2", "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len",
-               "240", "--warm_start_steps", "2", "--no_progress"]
+               "240", "--warm_start_steps", "2", "--grounding_steps", "2", "--no_progress"]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ TEMPLATE = ("{% for m in messages %}### {{ m['role'] | upper }}\n{{ m['content']
             "{% if add_generation_prompt %}### ASSISTANT\n{% endif %}")
 FLAGS = ["--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2", "--micro_train_batch_size", "2",
          "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len", "240", "--warm_start_steps", "0",
-         "--no_progress"]
+         "--grounding_steps", "0", "--no_progress"]
 
 
 @pytest.fixture(scope="module")

@@ -159,10 +159,12 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "all", "--n_users", "2",
              "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
              "--micro_train_batch_size", "2", "--ppo_epochs", "1", "--generate_max_len", "8", "--prompt_max_len",
-             "240", "--warm_start_steps", "2", "--no_progress"]
+             "240", "--warm_start_steps", "2", "--grounding_steps", "2", "--no_progress"]
     assert train.main(flags) == 0
     warm = checkpoint.load_config(tmp_path / "plus" / "summarizer_init")
     assert warm["warm_start"]["steps"] == 2 and warm["warm_start"]["documents"] == 2 * 16
+    grounded = checkpoint.load_config(tmp_path / "plus" / "reward_init")
+    assert grounded["grounding"]["steps"] == 2 and grounded["grounding_pairs"] == 2 * 16
     assert checkpoint.load_config(tmp_path / "plus" / "p2" / "plus" / "reward_model")["summarizer_from"] == str(
         tmp_path / "plus" / "summarizer_init")
     for method in plus_trainer.METHODS:
@@ -174,6 +176,7 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
         # z's budget is --generate_max_len; the reward model's responses get what its prompt
         # cap leaves of block_size (256 - 240), the TL;DR cap 48 at most
         assert (config["generate_max_len"], config["response_max_len"]) == (8, 16)
+        assert config["reward_from"] == str(tmp_path / "plus" / "reward_init")  # every method starts from it
     assert (tmp_path / "plus" / "p2" / "untrained" / "summaries.jsonl").exists()
     # eval.py scores every run on the seen users' held-out pairs and on new users.
     assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--n_new_users", "1"]) == 0
@@ -200,6 +203,7 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
     policy = saved_sft_policy(tok, tmp_path / "sft")
     export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--method", "icl", "--max_steps", "2",
+             "--grounding_steps", "0",
              "--rollout_batch_size", "2", "--train_batch_size", "2", "--micro_train_batch_size", "2",
              "--generate_max_len", "8", "--prompt_max_len", "240", "--no_progress"]
     assert train.main(flags + ["--population", "p2", "--n_users", "2"]) == 0
@@ -217,6 +221,7 @@ def test_population_all_trains_each_population_as_alone(tok, tmp_path):
     population's own command trains, to the bit."""
     saved_sft_policy(tok, tmp_path / "sft")
     flags = ["--stage", "plus", "--init_from", str(tmp_path / "sft"), "--method", "bt", "--n_users", "2",
+             "--grounding_steps", "0",
              "--max_steps", "1", "--rollout_batch_size", "2", "--train_batch_size", "2",
              "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--no_progress"]
     assert train.main(flags + ["--out_dir", str(tmp_path / "all"), "--population", "all"]) == 0
@@ -234,7 +239,7 @@ def test_a_bad_plus_file_stops_before_the_summarizers_warm_start(tok, tmp_path, 
     saved_sft_policy(tok, tmp_path / "sft")
     (tmp_path / "users.jsonl").write_text('{"context": "c"}\n')
     assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--dataset", str(tmp_path / "users.jsonl"),
-                       "--warm_start_steps", "2", "--no_progress"]) == 1
+                       "--warm_start_steps", "2", "--grounding_steps", "2", "--no_progress"]) == 1
     assert f"{tmp_path / 'users.jsonl'}:1: missing key" in capsys.readouterr().err
     assert not (tmp_path / "plus").exists()
 

@@ -1,6 +1,8 @@
-"""The self-description corpus (plus/world/users.py) and the summarizer's warm start on it
-(plus/plus_trainer.py): documents checked against the gold judge and the judge of z, and
-the warm start's loss against log-probabilities computed by hand from the logits."""
+"""The self-description corpus (plus/world/users.py), the summarizer's warm start on it and
+the reward model's grounding on it (plus/plus_trainer.py): documents checked against the
+gold judge and the judge of z, the warm start's loss against log-probabilities computed by
+hand from the logits, the grounding's pairs against the documents' text and its loss
+against rewards computed one sequence at a time."""
 
 import math
 
@@ -79,3 +81,57 @@ def test_warm_start_loss_is_the_mean_log_loss_of_the_words_after_the_marker():
     # float32 forward over ~40 positions: per-token log-probs agree to ~1e-6 relative
     assert math.isclose(out["warm_start_loss"], total / count, rel_tol=1e-5, abs_tol=1e-5)
     assert out["warm_start_documents"] == 2
+
+
+# ---- the reward model's grounding on the same corpus --------------------------------------------
+def grounding_tokenizer():
+    docs = [self_description_document(i).text for i in range(40)]
+    return Tokenizer.train(docs + [plus_trainer.PREFERENCE_CUE.format(z="x")], vocab_size=600, min_frequency=1)
+
+
+def test_grounding_pairs_read_each_recorded_choice_with_its_choosers_own_words():
+    tokenizer = grounding_tokenizer()
+    docs = [self_description_document(i) for i in range(5)]
+    pairs = plus_trainer.grounding_pairs(tokenizer, docs, prompt_max_len=10_000, response_max_len=10_000)
+    assert len(pairs) == sum(len(d.context) for d in docs)
+    at = 0
+    for doc in docs:
+        words = doc.text.rsplit(SUMMARY_MARKER, 1)[1].strip()  # what the writer says they want
+        for c in doc.context:
+            pair = pairs[at]
+            at += 1
+            prompt = tokenizer.decode(pair.prompt)
+            assert prompt.startswith(plus_trainer.PREFERENCE_CUE.format(z=words)) and prompt.endswith(c.post.query())
+            chosen, rejected = (tokenizer.decode([t for t in ids if t != tokenizer.eos_id]).strip()
+                                for ids in (pair.chosen, pair.rejected))
+            # the choice the document shows its reader, as the document renders it
+            assert f"I chose: {chosen}\nOver: {rejected}" in doc.text
+    assert at == len(pairs)
+
+
+def test_grounding_reports_the_mean_bradley_terry_loss_and_accuracy_by_hand():
+    """At learning rate 0 the model does not move, so the pass's loss is the mean of
+    -log sigma(r_chosen - r_rejected) over the pairs it used (whole minibatches: 4 of 2),
+    each reward computed here from its own unpadded sequence."""
+    from plus.reward_head import RewardModel
+
+    tokenizer = grounding_tokenizer()
+    torch.manual_seed(0)
+    model = RewardModel.from_gpt(GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=2,
+                                               n_embd=16)))
+    pairs = plus_trainer.grounding_pairs(tokenizer, [self_description_document(i) for i in range(3)], 200, 48)
+    assert len(pairs) >= 9
+    out = plus_trainer.ground_reward_model(model, pairs[:9], pad_id=tokenizer.pad_id, batch_size=2,
+                                           learning_rate=0.0, max_grad_norm=1.0, device="cpu")
+    losses, hits = [], []
+    with torch.no_grad():
+        for p in pairs[:8]:  # the ninth is a minibatch's remainder, never used
+            r_chosen, r_rejected = (float(model(torch.tensor([p.prompt + ids]), torch.ones(1, len(p.prompt + ids)))[0])
+                                    for ids in (p.chosen, p.rejected))
+            losses.append(-math.log(1 / (1 + math.exp(-(r_chosen - r_rejected)))))
+            hits.append(1.0 if r_chosen > r_rejected else 0.0)
+    assert out["grounding_pairs"] == 8
+    # float32 forwards of ~250 positions, packed (prompt once) against unpadded: rewards
+    # agree to ~1e-6, the loss likewise
+    assert math.isclose(out["grounding_loss"], sum(losses) / 8, rel_tol=1e-5, abs_tol=1e-5)
+    assert out["grounding_accuracy"] == sum(hits) / 8
