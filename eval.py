@@ -74,6 +74,9 @@ or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
   metrics.jsonl per update (under the population the run trained on);
 * plus.<population>.transfer.<plus|untrained>.<seen|new>.accuracy: the oracle's reward
   model reading PLUS's (or the untrained summarizer's) z, where both runs exist;
+* plus.<population>.grounded.<seen|new>.accuracy: the grounded reward model every run
+  started from (`<out_dir>/plus/reward_init`), before any training, reading the persona's
+  own text, where every run of the population started from it;
 * plus.<population>.examples.<persona>: three new users' z before RL (the initial
   summarizer) and after (PLUS's summarizer), with each z's score.
 

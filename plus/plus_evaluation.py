@@ -29,6 +29,9 @@ Beside accuracy:
   asks whether z carries what the true description carries, in words a model that never
   saw a summarizer understands, apart from any private code z and its own reward model
   agreed on while they were trained together;
+* the start (`evaluate_population`): the grounded reward model every method started
+  from, before any training, reading the persona's own text: how much of the reading the
+  methods begin with;
 * examples (`before_after_examples`): z of the same new users before RL (the initial
   summarizer) and after it (PLUS's), each with its judge's score;
 * training curves (`read_curves`): the reward model's accuracy on the comparisons of
@@ -229,12 +232,19 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
     {split: `evaluate`, the Z_QUALITY_KEYS of the new users, "curves" (`read_curves`, under
     the population trained on)},
     "transfer": {z source: {split: `accuracy`}}, "examples": `before_after_examples` of
-    the new users}}; transfer where the oracle and a z source ran, examples where PLUS ran."""
+    the new users, "grounded": {split: `accuracy`}}}; transfer where the oracle and a z
+    source ran, examples where PLUS ran, grounded where every run started from the same
+    grounded reward model (`reward_from`): that model before any method trained it,
+    reading the persona's own text (the oracle's z), which says how much of the reading a
+    method starts with."""
+    from plus.reward_head import load_reward_model
+
     samples = SummarizerSamples(device, seed)
     out: dict[str, dict] = {population: {} for population, _ in sets}
-    zs_of, kept = {}, {}
+    zs_of, kept, runs = {}, {}, []
     for method in [m for m in METHODS if m in run_dirs]:
         run = load_run(run_dirs[method], device)
+        runs.append(run)
         zs_of[method] = run_summaries(run, sets, samples)
         for (population, split), records in sets.items():
             result = out[population].setdefault(method, {})
@@ -252,6 +262,14 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
                 before = samples(kept["plus"].initial_summarizer, (population, split), records, kept["plus"])
                 out[population]["examples"] = before_after_examples(records, before, zs_of["plus"][population, split],
                                                                     n_examples)
+    starts = {run.config.get("reward_from") for run in runs}
+    if len(starts) == 1 and None not in starts:  # every method started from the grounded reward model
+        grounded, tokenizer, _ = load_reward_model(next(iter(starts)), device)
+        run = runs[0]
+        for (population, split), records in sets.items():
+            out[population].setdefault("grounded", {})[split] = accuracy(
+                grounded, tokenizer, records, fixed_summaries("oracle", records, tokenizer, None, run.cfg,
+                                                              run.settings, seed), run.settings, device)
     oracle = kept.get("oracle")
     for source in [s for s in Z_SOURCES if s in zs_of and oracle is not None]:
         for (population, split), records in sets.items():
@@ -314,6 +332,9 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
         if any(method in plus[p] for p in populations):
             lines.append(f"| {method} | " + " | ".join(_percent_cell(plus[p].get(method, {}).get(s))
                                                       for p, s in columns) + " |")
+    if any("grounded" in plus[p] for p in populations):
+        lines.append("| before training: the grounded reward model, oracle z | " + " | ".join(
+            _percent_cell(plus[p].get("grounded", {}).get(s)) for p, s in columns) + " |")
     kinds = [(p, s, k) for p, s in columns for k in ("contested", "shared")
              if any(k in plus[p].get(m, {}).get(s, {}) for m in METHODS)]
     if kinds:

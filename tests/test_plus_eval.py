@@ -229,7 +229,7 @@ def accuracy_pair_by_pair(rm_dir, records, zs):
 def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
     report = json.loads((runs / "eval" / "report.json").read_text())["plus"]
     assert set(report) == {"p4", "ood"}  # ood: new persona combinations, read by the models trained on p4
-    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples"}
+    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples", "grounded"}
     sets = {("p4", "seen"): users_records("p4", "train", N_USERS), ("p4", "new"): users_records("p4", "test", N_NEW),
             ("ood", "new"): users_records("ood", "test", N_NEW)}
     for (population, split), records in sets.items():
@@ -247,6 +247,10 @@ def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
         # Transfer: the oracle's reward model reading PLUS's z.
         accuracy, _ = accuracy_pair_by_pair(runs / "plus" / "p4" / "oracle" / "reward_model", records, plus_z)
         assert report[population]["transfer"]["plus"][split]["accuracy"] == pytest.approx(accuracy)
+        # The start: the grounded reward model, untrained by any method, reading the persona's text.
+        accuracy, n = accuracy_pair_by_pair(runs / "plus" / "reward_init", records, oracle_z)
+        assert report[population]["grounded"][split]["accuracy"] == pytest.approx(accuracy)
+        assert report[population]["grounded"][split]["n_pairs"] == n
     assert "seen" not in report["ood"]["plus"] and "curves" not in report["ood"]["plus"]
     for population in ("p4", "ood"):
         for method in report[population]:
@@ -303,6 +307,9 @@ def test_report_md_shows_the_tables_of_report_json(runs):
     for method in METHODS:
         p4, ood = report["p4"][method], report["ood"][method]
         assert f"| {method} | {cell(p4['seen'])} | {cell(p4['new'])} | {cell(ood['new'])} |" in md
+    start, ood = report["p4"]["grounded"], report["ood"]["grounded"]
+    assert (f"| before training: the grounded reward model, oracle z | {cell(start['seen'])} | {cell(start['new'])} | "
+            f"{cell(ood['new'])} |") in md
     transfer, ood = report["p4"]["transfer"]["plus"], report["ood"]["transfer"]["plus"]
     assert f"| plus z | {cell(transfer['seen'])} | {cell(transfer['new'])} | {cell(ood['new'])} |" in md
     oracle, ood = report["p4"]["oracle"], report["ood"]["oracle"]
