@@ -314,11 +314,13 @@ def plus_summarizer_init(init_from: Path, path: Path, args, ctx: Dist) -> Path:
     """The summarizer every PLUS method starts from: the --init_from model warm-started on
     the world's self-description documents (plus_trainer.warm_start), made once under
     <out_dir>/plus/summarizer_init and reused while it was made from the same model and
-    settings; --warm_start_steps 0: the --init_from model itself."""
+    settings; --warm_start_steps 0 (a file's default: the documents are the world's): the
+    --init_from model itself."""
     from plus import plus_trainer
     from plus.world import self_description_documents
 
-    steps = PLUS_WARM_START["steps"] if args.warm_start_steps is None else args.warm_start_steps
+    default = PLUS_WARM_START["steps"] if args.dataset == "synthetic" else 0  # a file's model: as it is
+    steps = default if args.warm_start_steps is None else args.warm_start_steps
     if steps == 0:
         return init_from
     n_documents = min(PLUS_WARM_START["documents"], steps * PLUS_WARM_START["batch_size"])
@@ -360,13 +362,14 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
     head, grounded on the comparisons of the world's self-description corpus, each read with
     what its chooser says they want (plus_trainer.ground_reward_model); made once under
     <out_dir>/plus/reward_init and reused while it was made from the same model and
-    settings. --grounding_steps 0: None (each method's reward model starts from --init_from
-    with a new head)."""
+    settings. --grounding_steps 0 (a file's default: the documents are the world's): None
+    (each method's reward model starts from --init_from with a new head)."""
     from plus import plus_trainer
     from plus.reward_head import RewardModel
     from plus.world import self_description_document
 
-    steps = PLUS_GROUNDING["steps"] if args.grounding_steps is None else args.grounding_steps
+    default = PLUS_GROUNDING["steps"] if args.dataset == "synthetic" else 0  # a file's model: as it is
+    steps = default if args.grounding_steps is None else args.grounding_steps
     if steps == 0:
         return None
     made_from = {"init_from": str(init_from), "steps": steps, "seed": args.seed,

@@ -263,12 +263,13 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
                    help=f"plus: seen users of the built-in world (default {PLUS_WORLD_USERS}; two pairs each)")
     p.add_argument("--warm_start_steps", type=int, default=None,
                    help=f"plus: minibatches of {PLUS_WARM_START['batch_size']} self-description documents the "
-                        f"summarizer learns from before RL (default {PLUS_WARM_START['steps']}; 0: none)")
+                        f"summarizer learns from before RL (default {PLUS_WARM_START['steps']} on the built-in "
+                        "world, 0 on a file; 0: none)")
     p.add_argument("--grounding_steps", type=int, default=None,
                    help=f"plus: minibatches of {PLUS_GROUNDING['batch_size']} comparisons of the self-description "
                         "corpus, each read with what its chooser says they want, that every method's reward model "
-                        f"learns from first (default {PLUS_GROUNDING['steps']}; 0: none, the reward model starts "
-                        "from --init_from with a new head)")
+                        f"learns from first (default {PLUS_GROUNDING['steps']} on the built-in world, 0 on a file; "
+                        "0: none, the reward model starts from --init_from with a new head)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
                         "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "

@@ -198,22 +198,34 @@ def test_plus_flags_only_apply_to_the_plus_stage(capsys):
 
 
 def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
+    """From the same grounded reward model, bit for bit; on a file the warm start and the
+    grounding (the world's documents) are off unless asked for."""
     from plus.world.export import export_plus
 
     policy = saved_sft_policy(tok, tmp_path / "sft")
     export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
     flags = ["--stage", "plus", "--out_dir", str(tmp_path), "--method", "icl", "--max_steps", "2",
-             "--grounding_steps", "0",
              "--rollout_batch_size", "2", "--train_batch_size", "2", "--micro_train_batch_size", "2",
              "--generate_max_len", "8", "--prompt_max_len", "240", "--no_progress"]
-    assert train.main(flags + ["--population", "p2", "--n_users", "2"]) == 0
-    assert train.main(flags + ["--dataset", str(tmp_path / "files" / "p2_train.jsonl")]) == 0
+    file = str(tmp_path / "files" / "p2_train.jsonl")
+    assert train.main(flags + ["--population", "p2", "--n_users", "2", "--grounding_steps", "2"]) == 0
+    assert train.main(flags + ["--dataset", file, "--grounding_steps", "2"]) == 0
     world = checkpoint.load_state_dict(tmp_path / "plus" / "p2" / "icl" / "reward_model")
     from_file = checkpoint.load_state_dict(tmp_path / "plus" / "p2_train" / "icl" / "reward_model")
     assert all(torch.equal(world[k], from_file[k]) for k in world)
-    start = policy.state_dict()
-    assert any(not torch.equal(world[k], start[k.removeprefix("backbone.")])
-               for k in world if k.startswith("backbone."))  # it trained
+    start = checkpoint.load_state_dict(tmp_path / "plus" / "reward_init")
+    assert any(not torch.equal(world[k], start[k]) for k in world)  # it trained, from the grounded model
+    assert any(not torch.equal(start[k], policy.state_dict()[k.removeprefix("backbone.")])
+               for k in start if k.startswith("backbone."))  # which the grounding trained
+    # by default a file's run starts from --init_from as it is: no warm start, no grounding
+    alone = tmp_path / "alone"
+    assert train.main(["--stage", "plus", "--out_dir", str(alone), "--init_from", str(tmp_path / "sft"),
+                       "--dataset", file, "--method", "untrained", "--max_steps", "1", "--rollout_batch_size", "2",
+                       "--train_batch_size", "2", "--micro_train_batch_size", "2", "--generate_max_len", "8",
+                       "--prompt_max_len", "240", "--no_progress"]) == 0
+    assert sorted(p.name for p in (alone / "plus").iterdir()) == ["p2_train"]
+    config = checkpoint.load_config(alone / "plus" / "p2_train" / "untrained" / "reward_model")
+    assert config["reward_from"] is None and config["summarizer_from"] == str(tmp_path / "sft")
 
 
 def test_population_all_trains_each_population_as_alone(tok, tmp_path):
