@@ -317,10 +317,10 @@ def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: in
     PLUS training; a reward model made from the demo decoder has never seen anyone say what
     they want. Trained first on the corpus's self-described people (1-3 poles each, every
     combination), it learns to read the attributes' sentences in general, not one
-    population's texts, so every method starts from a reward model that reads a z, and a z
-    that states the user's poles is paid from PLUS's first update. Every method starts from
-    it, Bradley–Terry included. Returns the pass's mean loss and accuracy (the rewards
-    before each step) and the pairs it used; `progress` shows a bar."""
+    population's texts, so that a z stating the user's poles is paid from PLUS's first
+    update. Every method starts from it, Bradley–Terry included (train.py). Returns the
+    pass's mean loss and accuracy (the rewards before each step) and the pairs it used;
+    `progress` shows a bar."""
     reward_model.to(device)
     optimizer = make_optimizer(reward_model, learning_rate, 0.0)
     steps = len(pairs) // batch_size
