@@ -26,8 +26,9 @@ Both are trained together, once per rollout batch of users (the authors' order):
                (a z that never ends gets PPO's fixed missing-EOS score instead, as any
                response does in plus/ppo.py);
   3. PPO       one update of the summarizer and its critic on those rewards: GAE (gamma 1,
-               lambda 0.95), whitened advantages, clip 0.2 (plus/ppo.py, reused whole:
-               this file gives it a `ScoreFn` and an `on_update` callback);
+               lambda 0.95 in the paper, 1 by default here: plus/stage_flags.py says why),
+               whitened advantages, clip 0.2 (plus/ppo.py, reused whole: this file gives
+               it a `ScoreFn` and an `on_update` callback);
   4. BT pass   one pass of the reward model over the batch's training comparisons
                (train_prompt / train_chosen / train_rejected), conditioned on the *same* z:
 

@@ -51,11 +51,15 @@ STAGE_DEFAULTS = {
     # new; 120 updates of 32 records (the reward model's pass over their 32 pairs) take each of
     # the 4,000 pairs of PLUS_WORLD_USERS at most once. generate_max_len is z's budget: room
     # for every persona text of the world (the oracle's z) with its EOS, which the TL;DR
-    # setting's 48 tokens do not give (tests/test_plus_trainer.py).
+    # setting's 48 tokens do not give (tests/test_plus_trainer.py). GAE's lambda is 1, not the
+    # authors' 0.95: z's deciding words come about 40 tokens before the reward, which
+    # lambda 0.95 passes back scaled by 0.95^40 = 0.13, and a critic that cannot yet tell
+    # users apart does not make up for it (BENCHMARKS.md, "PLUS on the world: a reward
+    # model that reads z before PLUS"; --lambd 0.95 is the paper's run).
     "plus": dict(learning_rate=1e-4, critic_learning_rate=3e-4, max_steps=120, rollout_batch_size=32,
                  generate_max_len=64,
                  train_batch_size=16, micro_train_batch_size=16, ppo_epochs=2, warmup_ratio=0.0,
-                 init_kl_coef=0.01, kl_estimator="k1"),
+                 init_kl_coef=0.01, kl_estimator="k1", lambd=1.0),
 }
 # A new reward model on the built-in world carries the surprise term (plus/surprise.py),
 # chosen by the gold judge's verdict on the PPO policies it trains (BENCHMARKS.md, "The
