@@ -32,6 +32,11 @@ Beside accuracy:
 * the start (`evaluate_population`): the grounded reward model every method started
   from, before any training, reading the persona's own text: how much of the reading the
   methods begin with;
+* what the reward models read in z (`reading`): the grounded model, PLUS's and the
+  oracle's, each reading the persona's own text and that text with one axis's sentence
+  flipped (`plus.world.flipped`), on the new users. A sentence whose flip does not move the
+  accuracy is one the reward model does not read, and so one PLUS's reward never pays a
+  summarizer to get right;
 * examples (`before_after_examples`): z of the same new users before RL (the initial
   summarizer) and after it (PLUS's), each with its judge's score;
 * training curves (`read_curves`): the reward model's accuracy on the comparisons of
@@ -53,11 +58,12 @@ from plus.data import PlusRecord
 from plus.metrics import win_rate
 from plus.plus_trainer import METHODS, PlusSettings, conditioned_pairs, fixed_summaries
 from plus.reward_trainer import score_pairs
-from plus.world.personas import AXES, Persona, summary_attribute_accuracy
+from plus.world.personas import AXES, Persona, flipped, summary_attribute_accuracy
 
 POPULATION_ORDER = ("pets", "p2", "p4", "ood")  # the report's column order; other populations follow
 SPLITS = ("seen", "new")
 Z_SOURCES = ("plus", "untrained")  # the summarizers whose z the oracle's reward model reads (transfer)
+READERS = ("grounded", "plus", "oracle")  # the reward models whose reading of z `reading` measures
 CURVE_KEYS = ("rm_accuracy", "summarizer_reward")
 CURVE_ROWS = 10  # report.md's curve tables show about this many updates
 # Users scored per population and split (seen, new): as many seen users as new ones, so the
@@ -94,6 +100,18 @@ def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
 
 
 Z_QUALITY_KEYS = ("summary_attribute_accuracy", "summary_all_correct", "summary_axes", "z_tokens")
+
+
+def reading(reward_model, tokenizer, records: list[PlusRecord], settings: PlusSettings, device) -> dict:
+    """{"own": `accuracy` with each record's persona text as z, axis: `accuracy` with the
+    persona's pole of that axis flipped (`plus.world.flipped`), for each axis a persona of
+    the records holds}: what each sentence of z is worth to this reward model."""
+    personas = [Persona(tuple(r.persona.split("+"))) for r in records]
+    out = {"own": accuracy(reward_model, tokenizer, records, [p.text for p in personas], settings, device)}
+    for axis in [a for a in AXES if any(p.pole(a) for p in personas)]:
+        out[axis] = accuracy(reward_model, tokenizer, records, [flipped(p, axis).text for p in personas], settings,
+                             device)
+    return out
 
 
 def z_quality(tokenizer, records: list[PlusRecord], zs: list[str | None]) -> dict:
@@ -232,11 +250,12 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
     {split: `evaluate`, the Z_QUALITY_KEYS of the new users, "curves" (`read_curves`, under
     the population trained on)},
     "transfer": {z source: {split: `accuracy`}}, "examples": `before_after_examples` of
-    the new users, "grounded": {split: `accuracy`}}}; transfer where the oracle and a z
-    source ran, examples where PLUS ran, grounded where every run started from the same
-    grounded reward model (`reward_from`): that model before any method trained it,
-    reading the persona's own text (the oracle's z), which says how much of the reading a
-    method starts with."""
+    the new users, "grounded": {split: `accuracy`}, "reads": {reader: `reading` of the new
+    users}}}; transfer where the oracle and a z source ran, examples where PLUS ran,
+    grounded where every run started from the same grounded reward model (`reward_from`):
+    that model before any method trained it, reading the persona's own text (the oracle's
+    z), which says how much of the reading a method starts with; reads for each of READERS
+    that is there, where every new user has a persona."""
     from plus.reward_head import load_reward_model
 
     samples = SummarizerSamples(device, seed)
@@ -262,14 +281,21 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
                 before = samples(kept["plus"].initial_summarizer, (population, split), records, kept["plus"])
                 out[population]["examples"] = before_after_examples(records, before, zs_of["plus"][population, split],
                                                                     n_examples)
-    starts = {run.config.get("reward_from") for run in runs}
+    starts, readers = {run.config.get("reward_from") for run in runs}, {}
     if len(starts) == 1 and None not in starts:  # every method started from the grounded reward model
         grounded, tokenizer, _ = load_reward_model(next(iter(starts)), device)
+        readers["grounded"] = grounded
         run = runs[0]
         for (population, split), records in sets.items():
             out[population].setdefault("grounded", {})[split] = accuracy(
                 grounded, tokenizer, records, fixed_summaries("oracle", records, tokenizer, None, run.cfg,
                                                               run.settings, seed), run.settings, device)
+    readers.update({m: kept[m].reward_model for m in READERS if m in kept})
+    for (population, split), records in sets.items():
+        if split == "new" and all(r.persona for r in records):
+            for name, model in readers.items():
+                out[population].setdefault("reads", {})[name] = reading(model, runs[0].tokenizer, records,
+                                                                        runs[0].settings, device)
     oracle = kept.get("oracle")
     for source in [s for s in Z_SOURCES if s in zs_of and oracle is not None]:
         for (population, split), records in sets.items():
@@ -354,6 +380,16 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
             if any(source in plus[p].get("transfer", {}) for p in populations):
                 lines.append(f"| {source} z | " + " | ".join(
                     _percent_cell(plus[p].get("transfer", {}).get(source, {}).get(s)) for p, s in columns) + " |")
+    reads = [(p, name, plus[p]["reads"][name]) for p in populations for name in READERS
+             if name in plus[p].get("reads", {})]
+    if reads:
+        lines += ["", "What the reward models read in z, new users: accuracy (%) reading the persona's own text, and "
+                      "that text with one axis's sentence flipped to the other pole. A flip that leaves the accuracy "
+                      "where it was is a sentence the reward model does not read, and PLUS's reward does not pay for.",
+                  "", "| population | reward model | own text | " + " | ".join(f"{a} flipped" for a in AXES) + " |",
+                  "|---" * (len(AXES) + 3) + "|"]
+        lines += [f"| {p} | {name} | " + " | ".join(_percent_cell(r.get(k)) for k in ("own",) + tuple(AXES)) + " |"
+                  for p, name, r in reads]
     lines += ["", "What z says about new users: the judge of z's mean score (+1 per persona attribute stated right, "
                   "-1 per attribute wrong or extra, over the persona's attributes) / the share of z with every "
                   "attribute right / mean length in tokens.", "",

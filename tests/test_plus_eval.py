@@ -24,7 +24,7 @@ from plus.reward_head import RewardModel, load_reward_model
 from plus.tokenizer import Tokenizer
 from plus.world import World, make_users
 from plus.world.export import user_records
-from plus.world.personas import Persona, summary_attribute_accuracy
+from plus.world.personas import Persona, flipped, summary_attribute_accuracy
 from plus.world.users import HELD_OUT_PER_USER, parse_summary
 from test_plus_trainer import tiny_policy
 
@@ -229,7 +229,7 @@ def accuracy_pair_by_pair(rm_dir, records, zs):
 def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
     report = json.loads((runs / "eval" / "report.json").read_text())["plus"]
     assert set(report) == {"p4", "ood"}  # ood: new persona combinations, read by the models trained on p4
-    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples", "grounded"}
+    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples", "grounded", "reads"}
     sets = {("p4", "seen"): users_records("p4", "train", N_USERS), ("p4", "new"): users_records("p4", "test", N_NEW),
             ("ood", "new"): users_records("ood", "test", N_NEW)}
     for (population, split), records in sets.items():
@@ -251,6 +251,16 @@ def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
         accuracy, n = accuracy_pair_by_pair(runs / "plus" / "reward_init", records, oracle_z)
         assert report[population]["grounded"][split]["accuracy"] == pytest.approx(accuracy)
         assert report[population]["grounded"][split]["n_pairs"] == n
+        if split == "new":  # what the reward models read: the persona's text with one axis flipped
+            assert set(report[population]["reads"]) == {"grounded", "plus", "oracle"}
+            for reader, rm_dir in (("grounded", runs / "plus" / "reward_init"),
+                                   ("plus", runs / "plus" / "p4" / "plus" / "reward_model")):
+                reads = report[population]["reads"][reader]
+                assert set(reads) == {"own", "length", "content", "register"}
+                assert reads["own"]["accuracy"] == pytest.approx(accuracy_pair_by_pair(rm_dir, records, oracle_z)[0])
+                for axis in ("content", "register"):
+                    zs = [flipped(Persona(tuple(r.persona.split("+"))), axis).text for r in records]
+                    assert reads[axis]["accuracy"] == pytest.approx(accuracy_pair_by_pair(rm_dir, records, zs)[0])
     assert "seen" not in report["ood"]["plus"] and "curves" not in report["ood"]["plus"]
     for population in ("p4", "ood"):
         for method in report[population]:
@@ -310,6 +320,11 @@ def test_report_md_shows_the_tables_of_report_json(runs):
     start, ood = report["p4"]["grounded"], report["ood"]["grounded"]
     assert (f"| before training: the grounded reward model, oracle z | {cell(start['seen'])} | {cell(start['new'])} | "
             f"{cell(ood['new'])} |") in md
+    for population in ("p4", "ood"):
+        for reader in ("grounded", "plus", "oracle"):
+            reads = report[population]["reads"][reader]
+            assert f"| {population} | {reader} | " + " | ".join(
+                cell(reads[k]) for k in ("own", "length", "content", "register")) + " |" in md
     transfer, ood = report["p4"]["transfer"]["plus"], report["ood"]["transfer"]["plus"]
     assert f"| plus z | {cell(transfer['seen'])} | {cell(transfer['new'])} | {cell(ood['new'])} |" in md
     oracle, ood = report["p4"]["oracle"], report["ood"]["oracle"]

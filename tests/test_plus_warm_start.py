@@ -47,6 +47,13 @@ def test_opposite_flips_every_pole():
     assert opposite(Persona(("formal",))).attributes == ("casual",)
 
 
+def test_flipped_flips_one_axis_and_keeps_the_others():
+    from plus.world import Persona, flipped
+    assert flipped(Persona(("brief", "feelings", "formal")), "content").attributes == ("brief", "numbers", "formal")
+    assert flipped(Persona(("thorough", "casual")), "length").attributes == ("brief", "casual")
+    assert flipped(Persona(("feelings",)), "register").attributes == ("feelings",)  # no pole of that axis
+
+
 def test_labelers_of_documents_choose_at_the_persona_rate():
     """The choices follow the persona's labeler: over many documents, the share that agree
     with the gold choice matches the mean of sigmoid(|gap| / tau) within 4 standard errors."""

@@ -53,7 +53,7 @@ comparisons; `export` (or `python -m plus.world --export DIR`) the JSONL files;
 `python -m plus.world --show 3` prints examples, `--calibrate` recomputes LABELER_TAU.
 `Persona`, `POPULATIONS`, `make_user` / `user_from_id` give users; `context_messages` /
 `context_text` render a user's context and `parse_summary` reads z back;
-`summary_attribute_accuracy` judges a z; `self_descriptions` gives words for z, and
+`summary_attribute_accuracy` judges a z, `flipped` / `opposite` change a persona's poles; `self_descriptions` gives words for z, and
 `self_description_documents` the corpus's texts that end with what a person wants.
 """
 
@@ -65,8 +65,8 @@ from plus.world.judge import (BREVITY_COST, DEFAULT_WEIGHTS, EMPTY_SCORE, ERROR_
                               REPEAT_PENALTY, error_analysis, gold_breakdown, gold_preference, gold_score)
 from plus.world.labelers import LABELER_TAU, Labeler
 from plus.world.perturbations import PERTURBATIONS, perturb, swapped_references
-from plus.world.personas import (ATTRIBUTES, AXES, Persona, describe, self_descriptions, stated_attributes,
-                                 summary_attribute_accuracy)
+from plus.world.personas import (ATTRIBUTES, AXES, Persona, describe, flipped, opposite, self_descriptions,
+                                 stated_attributes, summary_attribute_accuracy)
 from plus.world.posts import SPLITS, Post, World, count_post_variants, make_post, post_from_id
 from plus.world.references import LESSER_FACTS, TRAIN_REFERENCES_PER_POST, complete_summary, other_references
 from plus.world.tables import CLOSERS, DISTRACTORS, FEELING_FACTS, SyntheticWorldError
@@ -82,8 +82,8 @@ __all__ = [
     "perturb", "swapped_references", "PERTURBATIONS",
     "Labeler", "LABELER_TAU", "make_comparisons", "calibrate_labeler_tau", "PAIR_KINDS", "TRAIN_SUMMARIES_PER_POST",
     "export", "GROUPS", "ROMANCE", "DISTRACTORS", "CLOSERS", "FEELING_FACTS", "SyntheticWorldError",
-    "AXES", "ATTRIBUTES", "Persona", "summary_attribute_accuracy", "stated_attributes", "describe",
-    "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison", "make_user",
+    "AXES", "ATTRIBUTES", "Persona", "flipped", "opposite", "summary_attribute_accuracy", "stated_attributes",
+    "describe",    "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison", "make_user",
     "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary", "SUMMARY_MARKER",
     "self_description_document", "self_description_documents",
 ]

@@ -165,6 +165,13 @@ def opposite(persona: Persona) -> Persona:
     return Persona(tuple(_OPPOSITE[a] for a in persona.attributes))
 
 
+def flipped(persona: Persona, axis: str) -> Persona:
+    """The persona with its pole of `axis` flipped and every other pole kept
+    (brief+feelings, "content" -> brief+numbers); a persona without a pole of the axis is
+    returned as it is."""
+    return Persona(tuple(_OPPOSITE[a] if ATTRIBUTES[a].axis == axis else a for a in persona.attributes))
+
+
 def _normalize(text: str) -> str:
     text = text.lower().replace("\u2019", "'").replace("-", " ")
     text = re.sub(r"n't\b", " not", text)  # "don't" -> "do not", "can't" -> "ca not"
