@@ -53,8 +53,9 @@ comparisons; `export` (or `python -m plus.world --export DIR`) the JSONL files;
 `python -m plus.world --show 3` prints examples, `--calibrate` recomputes LABELER_TAU.
 `Persona`, `POPULATIONS`, `make_user` / `user_from_id` give users; `context_messages` /
 `context_text` render a user's context and `parse_summary` reads z back;
-`summary_attribute_accuracy` judges a z, `flipped` / `opposite` change a persona's poles; `self_descriptions` gives words for z, and
-`self_description_documents` the corpus's texts that end with what a person wants.
+`summary_attribute_accuracy` judges a z, `flipped` / `opposite` change a persona's
+poles; `self_descriptions` gives words for z, and `self_description_documents` the
+corpus's texts that end with what a person wants.
 """
 
 from plus.data import QUERY_FORMAT
@@ -83,7 +84,7 @@ __all__ = [
     "Labeler", "LABELER_TAU", "make_comparisons", "calibrate_labeler_tau", "PAIR_KINDS", "TRAIN_SUMMARIES_PER_POST",
     "export", "GROUPS", "ROMANCE", "DISTRACTORS", "CLOSERS", "FEELING_FACTS", "SyntheticWorldError",
     "AXES", "ATTRIBUTES", "Persona", "flipped", "opposite", "summary_attribute_accuracy", "stated_attributes",
-    "describe",    "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison", "make_user",
-    "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary", "SUMMARY_MARKER",
+    "describe", "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison",
+    "make_user", "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary", "SUMMARY_MARKER",
     "self_description_document", "self_description_documents",
 ]
