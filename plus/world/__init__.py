@@ -85,6 +85,6 @@ __all__ = [
     "export", "GROUPS", "ROMANCE", "DISTRACTORS", "CLOSERS", "FEELING_FACTS", "SyntheticWorldError",
     "AXES", "ATTRIBUTES", "Persona", "flipped", "opposite", "summary_attribute_accuracy", "stated_attributes",
     "describe", "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison",
-    "make_user", "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary", "SUMMARY_MARKER",
-    "self_description_document", "self_description_documents",
+    "make_user", "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary",
+    "SUMMARY_MARKER", "self_description_document", "self_description_documents",
 ]
