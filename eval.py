@@ -77,6 +77,9 @@ or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
 * plus.<population>.grounded.<seen|new>.accuracy: the grounded reward model every run
   started from (`<out_dir>/plus/reward_init`), before any training, reading the persona's
   own text, where every run of the population started from it;
+* plus.<population>.reads.<grounded|plus|oracle>.<own|length|content|register>.accuracy:
+  a reward model on the new users reading the persona's own text, and that text with one
+  axis's sentence flipped (what each sentence of z is worth to it);
 * plus.<population>.examples.<persona>: three new users' z before RL (the initial
   summarizer) and after (PLUS's summarizer), with each z's score.
 
