@@ -28,9 +28,10 @@ from plus import checkpoint, data, preferences
 from plus.cli import print_error
 from plus.distributed import Dist, barrier, init, print0, teardown
 from plus.preference_flags import PREFERENCE_FLAGS, preference_options
-from plus.stage_flags import (PLUS_GROUNDING, PLUS_TABLE_POPULATIONS, PLUS_WARM_START, PLUS_WORLD_USERS,
-                              RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST, SFT_WORLD_REFERENCES_PER_POST, STAGES,
-                              WORLD_TOKEN_SURPRISE, build_parser, check_args, mlp_width, stage_args)
+from plus.stage_flags import (PLUS_GROUNDING, PLUS_GROUNDING_MIX, PLUS_TABLE_POPULATIONS, PLUS_WARM_START,
+                              PLUS_WORLD_USERS, RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST,
+                              SFT_WORLD_REFERENCES_PER_POST, STAGES, WORLD_TOKEN_SURPRISE, build_parser, check_args,
+                              mlp_width, stage_args)
 from plus.training import Preempted, StopOnSignal
 from plus.world import World
 
@@ -359,11 +360,14 @@ def reward_response_max_len(args, block_size: int) -> int:
 
 def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | None:
     """The reward model every PLUS method starts from: the --init_from model with a reward
-    head, grounded on the comparisons of the world's self-description corpus, each read with
-    what its chooser says they want (plus_trainer.ground_reward_model); made once under
-    <out_dir>/plus/reward_init and reused while it was made from the same model and
-    settings. --grounding_steps 0 (a file's default: the documents are the world's): None
-    (each method's reward model starts from --init_from with a new head)."""
+    head, grounded on the world's self-description corpus in two passes of --grounding_steps
+    minibatches each (plus_trainer.ground_reward_model): the corpus's comparisons, each read
+    with what its chooser says they want; then the next ones interleaved with one-pole
+    people's (PLUS_GROUNDING_MIX), so that the content sentence is read as well as the
+    length one. Made once under <out_dir>/plus/reward_init and reused while it was made
+    from the same model and settings. --grounding_steps 0 (a file's default: the documents
+    are the world's): None (each method's reward model starts from --init_from with a new
+    head)."""
     from plus import plus_trainer
     from plus.reward_head import RewardModel
     from plus.world import self_description_document
@@ -373,7 +377,8 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
     if steps == 0:
         return None
     made_from = {"init_from": str(init_from), "steps": steps, "seed": args.seed,
-                 "prompt_max_len": args.prompt_max_len}
+                 "prompt_max_len": args.prompt_max_len, "mix": [list(s) if isinstance(s, tuple) else s
+                                                                 for s in PLUS_GROUNDING_MIX]}
     if (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("grounding") == made_from:
         print0(ctx, f"[plus] reward model: {path} (grounded from {init_from})")
         return path
@@ -387,18 +392,28 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
         pairs += plus_trainer.grounding_pairs(tokenizer, [self_description_document(index, seed=args.seed)],
                                               args.prompt_max_len, response_max_len)
         index += 1
-    stats = plus_trainer.ground_reward_model(model, pairs[:wanted], pad_id=tokenizer.pad_id,
-                                             batch_size=PLUS_GROUNDING["batch_size"],
-                                             learning_rate=PLUS_GROUNDING["learning_rate"],
-                                             max_grad_norm=args.max_grad_norm, device=args.device,
-                                             dtype=args.dtype, progress=ctx.is_main and not args.no_progress)
+    mixed, end = plus_trainer.mixed_grounding_pairs(tokenizer, PLUS_GROUNDING_MIX, wanted, first_document=index,
+                                                    seed=args.seed, prompt_max_len=args.prompt_max_len,
+                                                    response_max_len=response_max_len)
+    stats = {}
+    for name, these in (("", pairs[:wanted]), ("mixed_", mixed)):
+        out = plus_trainer.ground_reward_model(model, these, pad_id=tokenizer.pad_id,
+                                               batch_size=PLUS_GROUNDING["batch_size"],
+                                               learning_rate=PLUS_GROUNDING["learning_rate"],
+                                               max_grad_norm=args.max_grad_norm, device=args.device,
+                                               dtype=args.dtype, progress=ctx.is_main and not args.no_progress,
+                                               desc=f"reward grounding{', mixed' if name else ''}")
+        stats.update({name + k: v for k, v in out.items()})
     if ctx.is_main:  # every process made the same model; one writes it
         model.save(path, tokenizer, extra_config={"stage": "plus_reward_init", "grounding": made_from,
-                                                  "grounding_documents": index, **stats})
+                                                  "grounding_documents": index, "mixed_grounding_documents": end,
+                                                  **stats})
     barrier(ctx)
     print0(ctx, f"[plus] reward model grounded on {stats['grounding_pairs']} comparisons of {index} "
-                f"self-descriptions in {time.perf_counter() - t0:.0f}s (loss {stats['grounding_loss']:.3f}, "
-                f"accuracy {stats['grounding_accuracy']:.3f}): {path}")
+                f"self-descriptions, then {stats['mixed_grounding_pairs']} mixed with one-pole people's, in "
+                f"{time.perf_counter() - t0:.0f}s (loss {stats['grounding_loss']:.3f} then "
+                f"{stats['mixed_grounding_loss']:.3f}, accuracy {stats['grounding_accuracy']:.3f} then "
+                f"{stats['mixed_grounding_accuracy']:.3f}): {path}")
     return path
 
 

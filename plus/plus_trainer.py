@@ -307,9 +307,35 @@ def grounding_pairs(tokenizer, documents: list[SelfDescription], prompt_max_len:
     return pairs
 
 
+def mixed_grounding_pairs(tokenizer, schedule: tuple, n: int, *, first_document: int, seed: int,
+                          prompt_max_len: int, response_max_len: int) -> tuple[list[PreferencePair], int]:
+    """n grounding comparisons drawn from the schedule's sources in turn, each read with its
+    chooser's words: "corpus" takes the next comparison of the self-description corpus
+    (documents first_document, first_document + 1, ...), (axis, contested) the next
+    `plus.world.pole_document` of that axis and class (indices 0, 1, ... per source).
+    Returns the comparisons and the index after the last corpus document read."""
+    from plus.world.users import pole_document, self_description_document
+
+    pairs, corpus, document, used = [], [], first_document, {}
+    for i in range(n):
+        source = schedule[i % len(schedule)]
+        if source == "corpus":
+            while not corpus:
+                corpus = grounding_pairs(tokenizer, [self_description_document(document, seed=seed)],
+                                         prompt_max_len, response_max_len)
+                document += 1
+            pairs.append(corpus.pop(0))
+        else:
+            axis, contested = source
+            index = used[source] = used.get(source, -1) + 1
+            pairs += grounding_pairs(tokenizer, [pole_document(index, axis, contested, seed=seed)],
+                                     prompt_max_len, response_max_len)
+    return pairs, document
+
+
 def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: int, batch_size: int,
                         learning_rate: float, max_grad_norm: float, device, dtype: str = "fp32",
-                        progress: bool = False) -> dict:
+                        progress: bool = False, desc: str = "reward grounding") -> dict:
     """One Bradley–Terry pass over `pairs` (`grounding_pairs`) in minibatches of batch_size,
     one `reward_model_pass` step each, on a cosine learning rate: L = -E log sigma(r(y^w | z)
     - r(y^l | z)) where z is what the chooser says they want.
@@ -321,12 +347,12 @@ def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: in
     population's texts, so that a z stating the user's poles is paid from PLUS's first
     update. Every method starts from it, Bradley–Terry included (train.py). Returns the
     pass's mean loss and accuracy (the rewards before each step) and the pairs it used;
-    `progress` shows a bar."""
+    `progress` shows a bar named `desc`."""
     reward_model.to(device)
     optimizer = make_optimizer(reward_model, learning_rate, 0.0)
     steps = len(pairs) // batch_size
     loss_sum = hits = 0.0
-    bar = tqdm(range(steps), desc="reward grounding", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
     for step in bar:
         out = reward_model_pass(reward_model, optimizer, pairs[step * batch_size:(step + 1) * batch_size], pad_id,
                                 batch_size, batch_size, lr_at(step, steps, learning_rate, warmup=max(1, steps // 20)),

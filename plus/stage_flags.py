@@ -84,6 +84,16 @@ PLUS_WARM_START = dict(documents=8000, steps=1500, batch_size=16, learning_rate=
 # which it reads p2's persona texts it never saw (BENCHMARKS.md, "PLUS on the world: a
 # reward model that reads z before PLUS").
 PLUS_GROUNDING = dict(steps=1500, batch_size=16, learning_rate=3e-4)
+# ... and then a second pass of as many comparisons, the corpus's next ones interleaved with
+# those of one-pole people (plus.world.pole_document), in this order, over and over:
+# "corpus" or (axis, contested). The corpus's pairs are mostly decided by length, so its
+# content sentence stays unread (a Bradley–Terry plateau); pairs that only the content
+# sentence decides teach it, mixed with the corpus's so that length is not forgotten, and
+# with shared pairs, which every z ranks alike, so that what everyone prefers is not
+# forgotten either (BENCHMARKS.md, "PLUS on the world: what the reward model reads in z").
+PLUS_GROUNDING_MIX = ("corpus", ("content", True), "corpus", ("content", True), ("length", False), "corpus",
+                      ("content", True), "corpus", ("content", True), ("content", False), "corpus",
+                      ("content", True), "corpus", ("content", True), ("register", False))
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
 # on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
@@ -272,7 +282,8 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grounding_steps", type=int, default=None,
                    help=f"plus: minibatches of {PLUS_GROUNDING['batch_size']} comparisons of the self-description "
                         "corpus, each read with what its chooser says they want, that every method's reward model "
-                        f"learns from first (default {PLUS_GROUNDING['steps']} on the built-in world, 0 on a file; "
+                        "learns from first, in each of two passes (the corpus's, then the corpus's mixed with "
+                        f"one-pole people's; default {PLUS_GROUNDING['steps']} on the built-in world, 0 on a file; "
                         "0: none, the reward model starts from --init_from with a new head)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "

@@ -164,7 +164,29 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
     warm = checkpoint.load_config(tmp_path / "plus" / "summarizer_init")
     assert warm["warm_start"]["steps"] == 2 and warm["warm_start"]["documents"] == 2 * 16
     grounded = checkpoint.load_config(tmp_path / "plus" / "reward_init")
-    assert grounded["grounding"]["steps"] == 2 and grounded["grounding_pairs"] == 2 * 16
+    assert grounded["grounding"]["steps"] == 2 and grounded["grounding_pairs"] == grounded["mixed_grounding_pairs"] == 32
+    # the grounded model is the two passes made here by hand: the corpus's first 32
+    # comparisons, then 32 of the mix from the next document on
+    from plus.stage_flags import PLUS_GROUNDING, PLUS_GROUNDING_MIX
+    from plus.world import self_description_document
+
+    policy = tiny_policy(tok)
+    torch.manual_seed(0)  # the head's initialization, as train.py seeds it
+    by_hand = RewardModel.from_gpt(policy)
+    corpus, index = [], 0
+    while len(corpus) < 32:
+        corpus += plus_trainer.grounding_pairs(tok, [self_description_document(index)], 240, 16)
+        index += 1
+    mixed, _ = plus_trainer.mixed_grounding_pairs(tok, PLUS_GROUNDING_MIX, 32, first_document=index, seed=0,
+                                                  prompt_max_len=240, response_max_len=16)
+    for pairs in (corpus[:32], mixed):
+        plus_trainer.ground_reward_model(by_hand, pairs, pad_id=tok.pad_id, batch_size=16,
+                                         learning_rate=PLUS_GROUNDING["learning_rate"], max_grad_norm=1.0,
+                                         device="cpu")
+    made = checkpoint.load_state_dict(tmp_path / "plus" / "reward_init")
+    assert grounded["grounding_documents"] == index
+    mine = by_hand.state_dict()  # what is saved: every tensor but the tied output head
+    assert set(made) <= set(mine) and all(torch.equal(made[k], mine[k]) for k in made)
     assert checkpoint.load_config(tmp_path / "plus" / "p2" / "plus" / "reward_model")["summarizer_from"] == str(
         tmp_path / "plus" / "summarizer_init")
     for method in plus_trainer.METHODS:

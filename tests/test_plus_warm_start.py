@@ -14,7 +14,7 @@ from plus.tokenizer import Tokenizer
 from plus.world import ATTRIBUTES, AXES, SUMMARY_MARKER, gold_score, stated_attributes
 from plus.world.labelers import LABELER_TAU
 from plus.world.personas import opposite
-from plus.world.users import self_description_document, self_description_documents
+from plus.world.users import pole_document, self_description_document, self_description_documents
 
 
 def test_documents_state_every_pole_of_the_persona_after_telling_choices():
@@ -39,6 +39,51 @@ def test_documents_state_every_pole_of_the_persona_after_telling_choices():
             assert c.post.id.split("-")[1] == "corpus"
     assert sizes == {1, 2, 3}  # one to three poles
     assert self_description_documents(3, start=2, seed=3) == [self_description_document(i, 3).text for i in (2, 3, 4)]
+
+
+def test_pole_documents_hold_one_pole_and_one_choice_of_the_wanted_class():
+    """A contested pole document's pair is ranked one way by the pole's gold judge and the
+    other way by the opposite pole's; a shared one's alike by both; recomputed here from
+    the judge."""
+    seen = set()
+    for axis in AXES:
+        for contested in (True, False):
+            for i in range(6):
+                doc = pole_document(i, axis, contested, seed=3)
+                assert doc == pole_document(i, axis, contested, seed=3)  # regenerates from its coordinates
+                (pole,) = doc.persona.attributes
+                seen.add(pole)
+                assert pole in AXES[axis] and len(doc.context) == 1
+                (c,) = doc.context
+                mine = [gold_score(c.post, s, doc.persona.weights) for s in c.summaries]
+                other = [gold_score(c.post, s, opposite(doc.persona).weights) for s in c.summaries]
+                assert ((mine[0] > mine[1]) != (other[0] > other[1])) is contested and c.contested is contested
+                assert c.gold_choice == (0 if mine[0] > mine[1] else 1)
+                assert doc.text.endswith(f"{SUMMARY_MARKER} {ATTRIBUTES[pole].sentence}")
+                assert f"I chose: {c.summaries[c.choice]}\nOver: {c.summaries[1 - c.choice]}" in doc.text
+                assert c.post.id.split("-")[1] == "corpus"
+    assert seen == {p for poles in AXES.values() for p in poles}  # both poles of every axis occur
+    assert pole_document(0, "content", True) != pole_document(0, "content", False)
+
+
+def test_mixed_grounding_takes_its_sources_in_turn():
+    """The schedule ("corpus", content contested, "corpus", length shared) over 7 pairs:
+    corpus comparisons 0, 1, 2 from document 4 on (a document gives 2-4), content pole
+    documents 0 and 1, length shared pole documents 0 and 1, in that order."""
+    tokenizer = grounding_tokenizer()
+    schedule = ("corpus", ("content", True), "corpus", ("length", False))
+    pairs, next_document = plus_trainer.mixed_grounding_pairs(tokenizer, schedule, 7, first_document=4, seed=0,
+                                                              prompt_max_len=200, response_max_len=48)
+
+    def of(docs):
+        return plus_trainer.grounding_pairs(tokenizer, docs, 200, 48)
+
+    corpus = of([self_description_document(4), self_description_document(5)])
+    expected = [corpus[0], of([pole_document(0, "content", True)])[0], corpus[1],
+                of([pole_document(0, "length", False)])[0], corpus[2], of([pole_document(1, "content", True)])[0],
+                corpus[3]]
+    assert pairs == expected
+    assert next_document == (5 if len(self_description_document(4).context) >= 4 else 6)
 
 
 def test_opposite_flips_every_pole():

@@ -309,6 +309,24 @@ def self_description_document(index: int, seed: int = 0) -> SelfDescription:
     return SelfDescription(persona, tuple(context), context_text(context) + " " + persona.text)
 
 
+def pole_document(index: int, axis: str, contested: bool, seed: int = 0) -> SelfDescription:
+    """Document `index` of a one-pole person on `axis`: one past choice and the pole's
+    sentence. The pole is either of the axis's two with equal chance; the pair is drawn as
+    users' pairs are, contested between the two poles' gold judges (or, `contested` False,
+    shared by them), on the corpus's posts, and labeled by the person's labeler. Contested,
+    it is a choice that the pole's sentence alone decides; shared, one that every reader
+    of any z should make alike."""
+    rng = random.Random(f"{SEED_PREFIX}/users/pole/{seed}/{axis}/{int(contested)}/{index}")
+    poles = AXES[axis]
+    persona = Persona((rng.choice(poles),))
+    labeler = Labeler(LABELER_TAU, seed=rng.randrange(2**31), weights=persona.weights)
+    post, texts, notes, scores = _draw_pair((persona, opposite(persona)), "corpus", seed, 0, contested, rng)
+    sa, sb = scores[0]
+    context = (UserComparison(post, texts, notes, (sa, sb), contested, choice=labeler.choose_scores(sa, sb),
+                              gold_choice=0 if sa > sb else 1),)
+    return SelfDescription(persona, context, context_text(context) + " " + persona.text)
+
+
 def self_description_documents(n: int, start: int = 0, seed: int = 0) -> list[str]:
     """The texts of documents start .. start+n-1 of the self-description corpus."""
     return [self_description_document(i, seed).text for i in range(start, start + n)]
