@@ -40,9 +40,9 @@ Both are trained together, once per rollout batch of users (the authors' order):
 Before any of it, on the built-in world, the summarizer is warm-started on the world's
 self-description corpus (people's past choices, then what they want from a TL;DR in their
 own words: `warm_start`) and the reward model is grounded on the same corpus's
-comparisons, each read with what its chooser says they want (`ground_reward_model`), so
-that z has words and the reward model reads them before PLUS starts, as the authors'
-LLMs do.
+comparisons, each read with what its chooser says they want (`ground_reward_model`), then
+on more of them mixed with one-pole people's (`mixed_grounding_pairs`), so that z has
+words and the reward model reads them before PLUS starts, as the authors' LLMs do.
 
 The baselines train the same reward model on the same batches with the same number of
 steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
@@ -345,7 +345,9 @@ def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: in
     they want. Trained first on the corpus's self-described people (1-3 poles each, every
     combination), it learns to read the attributes' sentences in general, not one
     population's texts, so that a z stating the user's poles is paid from PLUS's first
-    update. Every method starts from it, Bradley–Terry included (train.py). Returns the
+    update. The corpus's pairs are mostly decided by length, the heaviest axis, so a
+    second pass mixes in pairs that only the content sentence decides
+    (`mixed_grounding_pairs`). Every method starts from it, Bradley–Terry included (train.py). Returns the
     pass's mean loss and accuracy (the rewards before each step) and the pairs it used;
     `progress` shows a bar named `desc`."""
     reward_model.to(device)
