@@ -80,6 +80,10 @@ or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
 * plus.<population>.reads.<grounded|plus|oracle>.<own|length|content|register>.accuracy:
   a reward model on the new users reading the persona's own text, and that text with one
   axis's sentence flipped (what each sentence of z is worth to it);
+* plus.<population>.ceiling.<seen|new>.accuracy: the information ceiling, the
+  Bayes-optimal prediction from each user's context knowing every persona's gold judge
+  and the labelers' noise (`plus.plus_evaluation.information_ceiling`): the most any
+  method that reads the context can score on these users;
 * plus.<population>.examples.<persona>: three new users' z before RL (the initial
   summarizer) and after (PLUS's summarizer), with each z's score.
 
@@ -117,13 +121,16 @@ def evaluate_plus(args, out_dir: Path, report: dict) -> None:
     """Fill report["plus"] (`plus.plus_evaluation.evaluate_population`'s results by
     population, see the module docstring) for every run under <out_dir>/plus, and
     report["plus_curves_plot"] where the curves could be plotted."""
-    from plus.plus_evaluation import evaluate_population, plot_curves
+    from plus.plus_evaluation import evaluate_population, information_ceiling, plot_curves
     from plus.world import make_users
     from plus.world.export import user_records
 
+    ceilings: dict[tuple[str, str], dict] = {}
+
     def records(population: str, split: str, n: int, seed: int) -> list:
-        return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in make_users(population, split, n, seed=seed)
-                for r in user_records(u)]
+        users = make_users(population, split, n, seed=seed)
+        ceilings[population, "seen" if split == "train" else "new"] = information_ceiling(users)
+        return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
 
     groups: dict[tuple, dict[str, Path]] = {}  # runs trained on the same users, by method
     for run_dir in sorted(p.parent for p in (out_dir / PLUS_STAGE).glob("*/*/reward_model")):
@@ -140,6 +147,7 @@ def evaluate_plus(args, out_dir: Path, report: dict) -> None:
             sets["ood", "new"] = records("ood", "test", args.n_new_users, seed)
         for name, result in evaluate_population(run_dirs, sets, args.device, args.seed).items():
             out.setdefault(name, {}).update(result)
+            out[name]["ceiling"] = {split: ceilings[p, split] for p, split in sets if p == name}
             print(f"[eval] plus {name}: " + "; ".join(
                 f"{method} " + ", ".join(f"{split} {r[split]['accuracy']:.3f}" for split in ("seen", "new")
                                          if split in r) for method, r in result.items() if method in run_dirs))

@@ -37,6 +37,10 @@ Beside accuracy:
   flipped (`plus.world.flipped`), on the new users. A sentence whose flip does not move the
   accuracy is one the reward model does not read, and so one PLUS's reward never pays a
   summarizer to get right;
+* the information ceiling (`information_ceiling`, on the built-in world): the accuracy
+  of the Bayes-optimal prediction from each user's context, knowing every persona's gold
+  judge and the labelers' noise (`plus.world.ceiling_hits`). 2-4 noisy past choices do
+  not always name the user's persona, and no method that reads them can do better;
 * examples (`before_after_examples`): z of the same new users before RL (the initial
   summarizer) and after it (PLUS's), each with its judge's score;
 * training curves (`read_curves`): the reward model's accuracy on the comparisons of
@@ -78,6 +82,23 @@ PLUS_EVAL_USERS = 256
 def _rate(hits: list[float]) -> dict:
     rate, (low, high) = win_rate(hits)
     return {"accuracy": rate, "ci95": [low, high], "n_pairs": len(hits)}
+
+
+def information_ceiling(users) -> dict:
+    """The mean of `plus.world.ceiling_hits` over the users' evaluation pairs, with its
+    Wilson interval (and, on pets, over its contested and its shared pairs apart), as
+    `accuracy` reports a reward model's."""
+    from plus.world.users import HELD_OUT_PER_USER, ceiling_hits
+
+    hits, contested = [], []
+    for user in users:
+        hits += ceiling_hits(user)
+        contested += [c.contested for c in user.held_out[HELD_OUT_PER_USER // 2:]]
+    out = _rate(hits)
+    if set(contested) == {True, False}:
+        for name, kind in (("contested", True), ("shared", False)):
+            out[name] = _rate([h for h, c in zip(hits, contested) if c is kind])
+    return out
 
 
 def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | None], settings: PlusSettings,
@@ -361,6 +382,9 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
     if any("grounded" in plus[p] for p in populations):
         lines.append("| before training: the grounded reward model, oracle z | " + " | ".join(
             _percent_cell(plus[p].get("grounded", {}).get(s)) for p, s in columns) + " |")
+    if any("ceiling" in plus[p] for p in populations):
+        lines.append("| the information ceiling: the most any method reading the context can get | " + " | ".join(
+            _percent_cell(plus[p].get("ceiling", {}).get(s)) for p, s in columns) + " |")
     kinds = [(p, s, k) for p, s in columns for k in ("contested", "shared")
              if any(k in plus[p].get(m, {}).get(s, {}) for m in METHODS)]
     if kinds:

@@ -22,7 +22,8 @@ from plus.generate import sample_texts
 from plus.plus_trainer import METHODS, PREFERENCE_CUE, PlusSettings, conditioned_pairs, context_prompt_ids
 from plus.reward_head import RewardModel, load_reward_model
 from plus.tokenizer import Tokenizer
-from plus.world import World, make_users
+from plus.world import POPULATIONS, World, gold_score, make_users
+from plus.world.labelers import LABELER_TAU
 from plus.world.export import user_records
 from plus.world.personas import Persona, flipped, summary_attribute_accuracy
 from plus.world.users import HELD_OUT_PER_USER, parse_summary
@@ -229,7 +230,8 @@ def accuracy_pair_by_pair(rm_dir, records, zs):
 def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
     report = json.loads((runs / "eval" / "report.json").read_text())["plus"]
     assert set(report) == {"p4", "ood"}  # ood: new persona combinations, read by the models trained on p4
-    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples", "grounded", "reads"}
+    assert set(report["p4"]) == set(report["ood"]) == set(METHODS) | {"transfer", "examples", "grounded", "reads",
+                                                                      "ceiling"}
     sets = {("p4", "seen"): users_records("p4", "train", N_USERS), ("p4", "new"): users_records("p4", "test", N_NEW),
             ("ood", "new"): users_records("ood", "test", N_NEW)}
     for (population, split), records in sets.items():
@@ -251,6 +253,26 @@ def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
         accuracy, n = accuracy_pair_by_pair(runs / "plus" / "reward_init", records, oracle_z)
         assert report[population]["grounded"][split]["accuracy"] == pytest.approx(accuracy)
         assert report[population]["grounded"][split]["n_pairs"] == n
+        # The information ceiling: the posterior over the population's personas from each
+        # user's context (a product of the labelers' probabilities), its vote on each pair.
+        users = make_users(population, "train" if split == "seen" else "test", N_USERS if split == "seen" else N_NEW)
+        personas, hits = POPULATIONS[population], []
+        for user in users:
+            weights = []
+            for p in personas:
+                product = 1.0
+                for c in user.context:
+                    a, b = (gold_score(c.post, text, p.weights) for text in c.summaries)
+                    product *= 1 / (1 + math.exp((-1 if c.choice == 0 else 1) * (a - b) / LABELER_TAU))
+                weights.append(product)
+            for c in user.held_out[HELD_OUT_PER_USER // 2:]:
+                votes = sum(w for w, p in zip(weights, personas)
+                            if gold_score(c.post, c.summaries[0], p.weights) > gold_score(c.post, c.summaries[1],
+                                                                                        p.weights))
+                hits.append(0.5 if votes == sum(weights) / 2 else float((votes > sum(weights) / 2)
+                                                                         == (c.gold_choice == 0)))
+        ceiling = report[population]["ceiling"][split]
+        assert ceiling["accuracy"] == pytest.approx(sum(hits) / len(hits)) and ceiling["n_pairs"] == len(records)
         if split == "new":  # what the reward models read: the persona's text with one axis flipped
             assert set(report[population]["reads"]) == {"grounded", "plus", "oracle"}
             for reader, rm_dir in (("grounded", runs / "plus" / "reward_init"),
@@ -320,6 +342,9 @@ def test_report_md_shows_the_tables_of_report_json(runs):
     start, ood = report["p4"]["grounded"], report["ood"]["grounded"]
     assert (f"| before training: the grounded reward model, oracle z | {cell(start['seen'])} | {cell(start['new'])} | "
             f"{cell(ood['new'])} |") in md
+    ceiling, ood = report["p4"]["ceiling"], report["ood"]["ceiling"]
+    assert (f"| the information ceiling: the most any method reading the context can get | {cell(ceiling['seen'])} | "
+            f"{cell(ceiling['new'])} | {cell(ood['new'])} |") in md
     for population in ("p4", "ood"):
         for reader in ("grounded", "plus", "oracle"):
             reads = report[population]["reads"][reader]

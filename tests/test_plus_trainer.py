@@ -203,7 +203,7 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
     # eval.py scores every run on the seen users' held-out pairs and on new users.
     assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--n_new_users", "1"]) == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())["plus"]["p2"]
-    assert set(report) == set(plus_trainer.METHODS) | {"transfer", "examples", "grounded", "reads"}
+    assert set(report) == set(plus_trainer.METHODS) | {"transfer", "examples", "grounded", "reads", "ceiling"}
     for method in plus_trainer.METHODS:
         result = report[method]
         assert result["seen"]["n_pairs"] == 4 and result["new"]["n_pairs"] == 2

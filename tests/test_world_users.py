@@ -14,7 +14,8 @@ import pytest
 from plus import world
 from plus.world.labelers import LABELER_TAU, Labeler, sigmoid
 from plus.world.personas import ATTRIBUTES, AXES, describe, stated_attributes
-from plus.world.users import CONTEXT_SIZES, POSTS_PER_ROLE, context_messages, context_text, parse_summary
+from plus.world.users import (CONTEXT_SIZES, HELD_OUT_PER_USER, POSTS_PER_ROLE, ceiling_hits, context_messages,
+                              context_text, parse_summary, persona_posterior)
 
 Persona = world.Persona
 
@@ -242,6 +243,48 @@ def hand_context():
     second = world.UserComparison(post, ("Third.", "Fourth."), ("own reference", "other reference"),
                                   (0.5, 1.5), True, 0, 1)
     return post, [first, second]
+
+
+@pytest.mark.parametrize("population", ["pets", "p2", "p4"])
+def test_persona_posterior_is_the_product_of_the_labelers_probabilities(population):
+    """Each persona's likelihood is the product, over the context, of the probability its
+    labeler makes the recorded choice (labelers.py's formula, from gold_score here),
+    normalized over the population's personas."""
+    personas = world.POPULATIONS[population]
+    for user in population_users(population):
+        likelihood = []
+        for p in personas:
+            product = 1.0
+            for c in user.context:
+                a, b = (world.gold_score(c.post, text, p.weights) for text in c.summaries)
+                first = 1 / (1 + math.exp(-(a - b) / LABELER_TAU))
+                product *= first if c.choice == 0 else 1 - first
+            likelihood.append(product)
+        expected = [x / sum(likelihood) for x in likelihood]
+        assert persona_posterior(user.context, personas) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_ceiling_with_no_context_and_with_a_telling_one():
+    """With no past choices every persona is equally likely: on a pair the two p2 personas
+    rank apart the Bayes prediction is a tie (0.5 each); on pets' shared pairs both rank
+    alike and it is right. With one choice, by hand: under the two personas the labeler
+    picks the first summary with probabilities s1 = sigmoid(d1 / tau), s2 = sigmoid(d2 /
+    tau), so after choosing it P(persona 1) = s1 / (s1 + s2)."""
+    import dataclasses
+
+    for population in ("p2", "pets"):
+        for user in population_users(population):
+            blank = dataclasses.replace(user, context=())
+            assert persona_posterior((), world.POPULATIONS[population]) == [0.5, 0.5]
+            for c, hit in zip(user.held_out[HELD_OUT_PER_USER // 2:], ceiling_hits(blank)):
+                assert hit == (0.5 if c.contested else 1.0)
+    user = population_users("p2")[0]
+    c = user.context[0]
+    s = [sigmoid((world.gold_score(c.post, c.summaries[0], p.weights) - world.gold_score(c.post, c.summaries[1],
+                                                                                          p.weights)) / LABELER_TAU)
+         for p in world.POPULATIONS["p2"]]
+    chose_first = dataclasses.replace(c, choice=0)
+    assert persona_posterior((chose_first,), world.POPULATIONS["p2"])[0] == pytest.approx(s[0] / (s[0] + s[1]))
 
 
 def test_context_text():

@@ -56,7 +56,8 @@ comparisons; `export` (or `python -m plus.world --export DIR`) the JSONL files;
 `summary_attribute_accuracy` judges a z, `flipped` / `opposite` change a persona's
 poles; `self_descriptions` gives words for z, and `self_description_documents` the
 corpus's texts that end with what a person wants, `pole_document` those of one-pole people
-with one choice each.
+with one choice each; `persona_posterior` / `ceiling_hits` are the Bayes reader of a
+context and the most any method can score from it.
 """
 
 from plus.data import QUERY_FORMAT
@@ -74,8 +75,8 @@ from plus.world.references import LESSER_FACTS, TRAIN_REFERENCES_PER_POST, compl
 from plus.world.tables import CLOSERS, DISTRACTORS, FEELING_FACTS, SyntheticWorldError
 from plus.world.users import (HELD_OUT_PER_USER, POPULATIONS, SUMMARY_MARKER, USER_SPLITS, User, UserComparison,
                               context_messages, context_text, is_contested, make_user, make_users, parse_summary,
-                              pole_document, self_description_document, self_description_documents,
-                              user_from_id)
+                              ceiling_hits, persona_posterior, pole_document, self_description_document,
+                              self_description_documents, user_from_id)
 
 __all__ = [
     "World", "Post", "make_post", "post_from_id", "count_post_variants", "SPLITS", "QUERY_FORMAT",
@@ -89,4 +90,5 @@ __all__ = [
     "describe", "self_descriptions", "POPULATIONS", "USER_SPLITS", "HELD_OUT_PER_USER", "User", "UserComparison",
     "make_user", "make_users", "user_from_id", "is_contested", "context_messages", "context_text", "parse_summary",
     "SUMMARY_MARKER", "self_description_document", "self_description_documents", "pole_document",
+    "persona_posterior", "ceiling_hits",
 ]

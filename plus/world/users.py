@@ -55,13 +55,14 @@ split's, which no user reads.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, replace
 
 from plus.world.comparisons import PAIR_KINDS
 from plus.world.judge import gold_scores
-from plus.world.labelers import LABELER_TAU, Labeler
+from plus.world.labelers import LABELER_TAU, Labeler, sigmoid
 from plus.world.perturbations import perturb
 from plus.world.personas import AXES, Persona, opposite
 from plus.world.posts import Post, make_post
@@ -235,6 +236,44 @@ def make_users(population: str, split: str, n: int, start: int = 0, seed: int = 
 
 
 # ---- the context, rendered ------------------------------------------------------------------
+# ---- what a context can tell: the Bayes reader ------------------------------------------------
+def persona_posterior(context: tuple[UserComparison, ...] | list[UserComparison],
+                      personas: tuple[Persona, ...], tau: float = LABELER_TAU) -> list[float]:
+    """P(persona | the context's choices), a uniform prior over `personas`. Under persona p
+    a labeler picks the first summary of a pair with probability sigmoid((g_p(a) - g_p(b)) /
+    tau) (labelers.py), each choice independent of the others, so
+
+        P(p | c) = prod_i P(choice_i | p) / sum_q prod_i P(choice_i | q).
+
+    This reader knows every persona's gold judge and the labelers' noise: no summarizer
+    can name the user's persona more often than it does (computed in log space)."""
+    log_likelihood = [0.0] * len(personas)
+    for c in context:
+        for k, (sa, sb) in enumerate(score_pair(c.post, c.summaries[0], c.summaries[1], personas)):
+            p_first = sigmoid((sa - sb) / tau)
+            log_likelihood[k] += math.log(max(p_first if c.choice == 0 else 1.0 - p_first, 1e-300))
+    top = max(log_likelihood)
+    weights = [math.exp(x - top) for x in log_likelihood]
+    return [w / sum(weights) for w in weights]
+
+
+def ceiling_hits(user: User) -> list[float]:
+    """On each of the user's evaluation pairs (the second half of `held_out`, as
+    export.user_records pairs them), whether the Bayes-optimal prediction from the context
+    matches the user's own gold choice: it picks the summary that the posterior's personas
+    prefer with more weight, P(a) = sum_p P(p | c) [g_p(a) > g_p(b)]; 1, 0, or 0.5 on a tie.
+    Their mean over users is the information ceiling: the most any method that reads the
+    context can score on the population (BENCHMARKS.md, "what the contexts allow")."""
+    personas = POPULATIONS[user.population]
+    posterior = persona_posterior(user.context, personas)
+    hits = []
+    for c in user.held_out[HELD_OUT_PER_USER // 2:]:
+        scores = score_pair(c.post, c.summaries[0], c.summaries[1], personas)
+        p_first = sum(w for w, (sa, sb) in zip(posterior, scores) if sa > sb)
+        hits.append(0.5 if abs(p_first - 0.5) < 1e-12 else float((p_first > 0.5) == (c.gold_choice == 0)))
+    return hits
+
+
 def _choice_letter(comparison: UserComparison) -> str:
     return "AB"[comparison.choice]
 
