@@ -90,7 +90,7 @@ PLUS_GROUNDING = dict(steps=1500, batch_size=16, learning_rate=3e-4)
 # content sentence stays unread (a Bradley–Terry plateau); pairs that only the content
 # sentence decides teach it, mixed with the corpus's so that length is not forgotten, and
 # with shared pairs, which every z ranks alike, so that what everyone prefers is not
-# forgotten either (BENCHMARKS.md, "PLUS on the world: what the reward model reads in z").
+# forgotten either (BENCHMARKS.md, "PLUS on the world: the two-pass grounding").
 PLUS_GROUNDING_MIX = ("corpus", ("content", True), "corpus", ("content", True), ("length", False), "corpus",
                       ("content", True), "corpus", ("content", True), ("content", False), "corpus",
                       ("content", True), "corpus", ("content", True), ("register", False))

@@ -50,7 +50,13 @@ every pole they hold, each in its attribute's own sentence, in AXES order (the p
 teach the demo decoder the words and none of the reading: with a dozen ways to say each
 pole, the choices decide too small a part of the words' loss (BENCHMARKS.md, "PLUS on the
 world: a corpus the demo model learns to read from"). Their posts are the "corpus"
-split's, which no user reads.
+split's, which no user reads. **Pole documents** are the same with one choice of a
+one-pole person, on a pair that the pole alone decides (or that both poles rank alike):
+the comparisons that teach a reward model to read each sentence of z apart.
+
+**The Bayes reader** (`persona_posterior`) knows every persona's gold judge and the
+labelers' noise and reads a context as evidence; its prediction on held-out pairs
+(`ceiling_hits`) is the most any method that reads the context can score.
 """
 
 from __future__ import annotations
