@@ -370,7 +370,6 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
     head)."""
     from plus import plus_trainer
     from plus.reward_head import RewardModel
-    from plus.world import self_description_document
 
     default = PLUS_GROUNDING["steps"] if args.dataset == "synthetic" else 0  # a file's model: as it is
     steps = default if args.grounding_steps is None else args.grounding_steps
@@ -386,17 +385,15 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
     torch.manual_seed(args.seed)  # the reward head's initialization
     model = RewardModel.from_gpt(gpt)
     t0 = time.perf_counter()
-    wanted, pairs, index = steps * PLUS_GROUNDING["batch_size"], [], 0
-    response_max_len = reward_response_max_len(args, model.config.block_size)
-    while len(pairs) < wanted:  # whole documents, in order, until there are enough comparisons
-        pairs += plus_trainer.grounding_pairs(tokenizer, [self_description_document(index, seed=args.seed)],
-                                              args.prompt_max_len, response_max_len)
-        index += 1
+    wanted = steps * PLUS_GROUNDING["batch_size"]
+    drawn = dict(seed=args.seed, prompt_max_len=args.prompt_max_len,
+                   response_max_len=reward_response_max_len(args, model.config.block_size))
+    # the corpus's comparisons, document after document; then the mix, from the next document
+    pairs, index = plus_trainer.mixed_grounding_pairs(tokenizer, ("corpus",), wanted, first_document=0, **drawn)
     mixed, end = plus_trainer.mixed_grounding_pairs(tokenizer, PLUS_GROUNDING_MIX, wanted, first_document=index,
-                                                    seed=args.seed, prompt_max_len=args.prompt_max_len,
-                                                    response_max_len=response_max_len)
+                                                    **drawn)
     stats = {}
-    for name, these in (("", pairs[:wanted]), ("mixed_", mixed)):
+    for name, these in (("", pairs), ("mixed_", mixed)):
         out = plus_trainer.ground_reward_model(model, these, pad_id=tokenizer.pad_id,
                                                batch_size=PLUS_GROUNDING["batch_size"],
                                                learning_rate=PLUS_GROUNDING["learning_rate"],
