@@ -269,8 +269,8 @@ def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
                 votes = sum(w for w, p in zip(weights, personas)
                             if gold_score(c.post, c.summaries[0], p.weights) > gold_score(c.post, c.summaries[1],
                                                                                         p.weights))
-                hits.append(0.5 if votes == sum(weights) / 2 else float((votes > sum(weights) / 2)
-                                                                         == (c.gold_choice == 0)))
+                share = votes / sum(weights)  # a tie (personas alike on the context) counts half
+                hits.append(0.5 if abs(share - 0.5) < 1e-9 else float((share > 0.5) == (c.gold_choice == 0)))
         ceiling = report[population]["ceiling"][split]
         assert ceiling["accuracy"] == pytest.approx(sum(hits) / len(hits)) and ceiling["n_pairs"] == len(records)
         if split == "new":  # what the reward models read: the persona's text with one axis flipped

@@ -276,7 +276,7 @@ def ceiling_hits(user: User) -> list[float]:
     for c in user.held_out[HELD_OUT_PER_USER // 2:]:
         scores = score_pair(c.post, c.summaries[0], c.summaries[1], personas)
         p_first = sum(w for w, (sa, sb) in zip(posterior, scores) if sa > sb)
-        hits.append(0.5 if abs(p_first - 0.5) < 1e-12 else float((p_first > 0.5) == (c.gold_choice == 0)))
+        hits.append(0.5 if abs(p_first - 0.5) < 1e-9 else float((p_first > 0.5) == (c.gold_choice == 0)))
     return hits
 
 
