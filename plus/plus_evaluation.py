@@ -84,21 +84,27 @@ def _rate(hits: list[float]) -> dict:
     return {"accuracy": rate, "ci95": [low, high], "n_pairs": len(hits)}
 
 
-def information_ceiling(users) -> dict:
-    """The mean of `plus.world.ceiling_hits` over the users' evaluation pairs, with its
-    Wilson interval (and, on pets, over its contested and its shared pairs apart), as
-    `accuracy` reports a reward model's."""
-    from plus.world.users import HELD_OUT_PER_USER, ceiling_hits
-
-    hits, contested = [], []
-    for user in users:
-        hits += ceiling_hits(user)
-        contested += [c.contested for c in user.held_out[HELD_OUT_PER_USER // 2:]]
+def _rate_by_kind(hits: list[float], contested: list[bool]) -> dict:
+    """`_rate` of the hits, and where the pairs are of both kinds (pets), of its contested
+    and its shared pairs apart, under "contested" and "shared"."""
     out = _rate(hits)
     if set(contested) == {True, False}:
         for name, kind in (("contested", True), ("shared", False)):
             out[name] = _rate([h for h, c in zip(hits, contested) if c is kind])
     return out
+
+
+def information_ceiling(users) -> dict:
+    """The mean of `plus.world.ceiling_hits` over the users' evaluation pairs, with its
+    Wilson interval (and, on pets, over its contested and its shared pairs apart), as
+    `accuracy` reports a reward model's."""
+    from plus.world.users import ceiling_hits
+
+    hits, contested = [], []
+    for user in users:
+        hits += ceiling_hits(user)
+        contested += [c.contested for c in user.evaluation_comparisons]
+    return _rate_by_kind(hits, contested)
 
 
 def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | None], settings: PlusSettings,
@@ -112,12 +118,7 @@ def accuracy(reward_model, tokenizer, records: list[PlusRecord], zs: list[str | 
     pairs = conditioned_pairs(tokenizer, records, zs, "eval", settings.prompt_max_len, settings.response_max_len)
     chosen, rejected = score_pairs(reward_model, pairs, tokenizer.pad_id, settings.eval_batch_size, device)
     hits = ((chosen > rejected).double() + 0.5 * (chosen == rejected).double()).tolist()
-    out = _rate(hits)
-    kinds = {r.eval_contested for r in records}
-    if kinds == {True, False}:
-        for name, kind in (("contested", True), ("shared", False)):
-            out[name] = _rate([h for h, r in zip(hits, records) if r.eval_contested is kind])
-    return out
+    return _rate_by_kind(hits, [r.eval_contested for r in records])
 
 
 Z_QUALITY_KEYS = ("summary_attribute_accuracy", "summary_all_correct", "summary_axes", "z_tokens")

@@ -280,7 +280,7 @@ def test_report_json_has_every_key_each_recomputed_pair_by_pair(runs, tok):
                 reads = report[population]["reads"][reader]
                 assert set(reads) == {"own", "length", "content", "register"}
                 assert reads["own"]["accuracy"] == pytest.approx(accuracy_pair_by_pair(rm_dir, records, oracle_z)[0])
-                for axis in ("content", "register"):
+                for axis in ("length", "content", "register"):
                     zs = [flipped(Persona(tuple(r.persona.split("+"))), axis).text for r in records]
                     assert reads[axis]["accuracy"] == pytest.approx(accuracy_pair_by_pair(rm_dir, records, zs)[0])
     assert "seen" not in report["ood"]["plus"] and "curves" not in report["ood"]["plus"]

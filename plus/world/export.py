@@ -13,7 +13,7 @@ from plus.world.comparisons import TRAIN_SUMMARIES_PER_POST, make_comparisons
 from plus.world.posts import World
 from plus.world.references import TRAIN_REFERENCES_PER_POST, other_references
 from plus.world.tables import SyntheticWorldError
-from plus.world.users import HELD_OUT_PER_USER, User, UserComparison, context_messages, context_text, make_users
+from plus.world.users import User, UserComparison, context_messages, context_text, make_users
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -71,9 +71,8 @@ def user_records(user: User) -> list[dict]:
     the user is about; every record carries the user's whole context, and `eval_contested`
     says whether the population's personas disagree on its evaluation pair (pets has both
     kinds)."""
-    half = HELD_OUT_PER_USER // 2
     records = []
-    for train, held in zip(user.held_out[:half], user.held_out[half:]):
+    for train, held in zip(user.training_comparisons, user.evaluation_comparisons):
         chosen, rejected = _ordered(train, train.choice)
         eval_chosen, eval_rejected = _ordered(held, held.gold_choice)
         records.append({"user_id": user.id, "persona": user.persona.name,

@@ -128,6 +128,16 @@ class User:
     def id(self) -> str:
         return user_id(self.population, self.index, self.split, self.seed)
 
+    @property
+    def training_comparisons(self) -> tuple[UserComparison, ...]:
+        """The first half of `held_out`: the pairs a method trains on (the labeler's choice)."""
+        return self.held_out[:HELD_OUT_PER_USER // 2]
+
+    @property
+    def evaluation_comparisons(self) -> tuple[UserComparison, ...]:
+        """The second half of `held_out`: the pairs a method is scored on (the gold choice)."""
+        return self.held_out[HELD_OUT_PER_USER // 2:]
+
     def labeler(self) -> Labeler:
         """A fresh copy of this user's labeler (it labels the context, then the held-out
         comparisons, in that order)."""
@@ -264,8 +274,7 @@ def persona_posterior(context: tuple[UserComparison, ...] | list[UserComparison]
 
 
 def ceiling_hits(user: User) -> list[float]:
-    """On each of the user's evaluation pairs (the second half of `held_out`, as
-    export.user_records pairs them), whether the Bayes-optimal prediction from the context
+    """On each of the user's `evaluation_comparisons`, whether the Bayes-optimal prediction from the context
     matches the user's own gold choice: it picks the summary that the posterior's personas
     prefer with more weight, P(a) = sum_p P(p | c) [g_p(a) > g_p(b)]; 1, 0, or 0.5 on a tie.
     Their mean over users is the information ceiling: the most any method that reads the
@@ -273,7 +282,7 @@ def ceiling_hits(user: User) -> list[float]:
     personas = POPULATIONS[user.population]
     posterior = persona_posterior(user.context, personas)
     hits = []
-    for c in user.held_out[HELD_OUT_PER_USER // 2:]:
+    for c in user.evaluation_comparisons:
         scores = score_pair(c.post, c.summaries[0], c.summaries[1], personas)
         p_first = sum(w for w, (sa, sb) in zip(posterior, scores) if sa > sb)
         hits.append(0.5 if abs(p_first - 0.5) < 1e-9 else float((p_first > 0.5) == (c.gold_choice == 0)))
@@ -345,13 +354,19 @@ def self_description_document(index: int, seed: int = 0) -> SelfDescription:
     axes = rng.sample(list(AXES), rng.randint(1, len(AXES)))
     persona = Persona(tuple(rng.choice(AXES[axis]) for axis in axes))
     labeler = Labeler(LABELER_TAU, seed=rng.randrange(2**31), weights=persona.weights)
-    context = []
-    for _ in range(rng.randint(*CONTEXT_SIZES)):
-        post, texts, notes, scores = _draw_pair((persona, opposite(persona)), "corpus", seed, 0, True, rng)
-        sa, sb = scores[0]
-        context.append(UserComparison(post, texts, notes, (sa, sb), True, choice=labeler.choose_scores(sa, sb),
-                                      gold_choice=0 if sa > sb else 1))
+    context = [_corpus_choice(persona, labeler, True, seed, rng) for _ in range(rng.randint(*CONTEXT_SIZES))]
     return SelfDescription(persona, tuple(context), context_text(context) + " " + persona.text)
+
+
+def _corpus_choice(persona: Persona, labeler: Labeler, contested: bool, seed: int,
+                   rng: random.Random) -> UserComparison:
+    """One past choice of a corpus document's person: a pair on the corpus's posts that
+    the person and their opposite rank apart (contested) or alike, labeled by the
+    person's labeler."""
+    post, texts, notes, scores = _draw_pair((persona, opposite(persona)), "corpus", seed, 0, contested, rng)
+    sa, sb = scores[0]
+    return UserComparison(post, texts, notes, (sa, sb), contested, choice=labeler.choose_scores(sa, sb),
+                          gold_choice=0 if sa > sb else 1)
 
 
 def pole_document(index: int, axis: str, contested: bool, seed: int = 0) -> SelfDescription:
@@ -365,10 +380,7 @@ def pole_document(index: int, axis: str, contested: bool, seed: int = 0) -> Self
     poles = AXES[axis]
     persona = Persona((rng.choice(poles),))
     labeler = Labeler(LABELER_TAU, seed=rng.randrange(2**31), weights=persona.weights)
-    post, texts, notes, scores = _draw_pair((persona, opposite(persona)), "corpus", seed, 0, contested, rng)
-    sa, sb = scores[0]
-    context = (UserComparison(post, texts, notes, (sa, sb), contested, choice=labeler.choose_scores(sa, sb),
-                              gold_choice=0 if sa > sb else 1),)
+    context = (_corpus_choice(persona, labeler, contested, seed, rng),)
     return SelfDescription(persona, context, context_text(context) + " " + persona.text)
 
 
