@@ -57,8 +57,12 @@ held-out comparisons of the first --n_seen_users seen users it trained on (other
 than their training pairs) and of --n_new_users new users, each comparison conditioned
 on the method's z (bt: none, icl: the raw context, untrained: a sample of the initial
 summarizer, plus: a sample of the trained one, oracle: the persona's own text), against
-the user's noiseless gold choice. report.json holds, for population `pets`, `p2`, `p4`
-or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
+the user's noiseless gold choice. A run trained on a PLUS file is scored on the eval pairs
+(eval_prompt / eval_chosen / eval_rejected) of its file's first --n_seen_users users and,
+with --eval_dataset FILE, of that file's first --n_new_users users, against the choice
+the file records; its population is the file's name. report.json holds, for population
+`pets`, `p2`, `p4` or `ood` (or a file's name) and method `bt`, `icl`, `untrained`,
+`plus` or `oracle`:
 
 * plus.<population>.<method>.<seen|new>.accuracy, with .ci95 (Wilson, 95%) and .n_pairs;
   pets, whose comparisons are half contested, half shared, has each kind's apart under
@@ -83,7 +87,8 @@ or `ood` and method `bt`, `icl`, `untrained`, `plus` or `oracle`:
 * plus.<population>.ceiling.<seen|new>.accuracy: the information ceiling, the
   Bayes-optimal prediction from each user's context knowing every persona's gold judge
   and the labelers' noise (`plus.plus_evaluation.information_ceiling`): the most any
-  method that reads the context can score on these users;
+  method that reads the context can score on new users (on seen users, whose training
+  pairs a method may have learned, a reference);
 * plus.<population>.examples.<persona>: three new users' z before RL (the initial
   summarizer) and after (PLUS's summarizer), with each z's score.
 
@@ -132,22 +137,49 @@ def evaluate_plus(args, out_dir: Path, report: dict) -> None:
         ceilings[population, "seen" if split == "train" else "new"] = information_ceiling(users)
         return [data.parse_plus_record(r, f"synthetic:{u.id}") for u in users for r in user_records(u)]
 
+    def file_records(path: str, n_users: int, on_bad_record: str) -> list:
+        """The records of the first n_users users of a PLUS file (a record without a
+        user_id is a user of its own)."""
+        kept, users = [], set()
+        found, bad = data.load_plus_records(path, on_bad_record)
+        if bad.total:
+            print(f"[eval] {path}: {bad.summary()}")
+        for r in found:
+            user = r.user_id or r.source
+            if user in users or len(users) < n_users:
+                users.add(user)
+                kept.append(r)
+        return kept
+
     groups: dict[tuple, dict[str, Path]] = {}  # runs trained on the same users, by method
     for run_dir in sorted(p.parent for p in (out_dir / PLUS_STAGE).glob("*/*/reward_model")):
         config = checkpoint.load_config(run_dir / "reward_model")
-        if config["dataset"] != "synthetic":
-            print(f"[eval] {run_dir}: trained on {config['dataset']}, not the built-in world: skipped")
+        if config["dataset"] != "synthetic" and not Path(config["dataset"]).is_file():
+            print(f"[eval] {run_dir}: trained on {config['dataset']}, which is not there: skipped")
             continue
-        groups.setdefault((config["population"], config["n_users"], config["seed"]), {})[config["method"]] = run_dir
+        key = (config["population"], config["dataset"], config.get("n_users"), config["seed"],
+               config.get("on_bad_record") or "error")
+        groups.setdefault(key, {})[config["method"]] = run_dir
+    if args.eval_dataset and not any(dataset != "synthetic" for _, dataset, *_ in groups):
+        raise data.DataError(f"--eval_dataset: no run under {out_dir / PLUS_STAGE} was trained on a file (the "
+                             "built-in world's runs are scored on its own new users)")
     out: dict[str, dict] = {}
-    for (population, n_users, seed), run_dirs in groups.items():
-        sets = {(population, "seen"): records(population, "train", min(n_users, args.n_seen_users), seed),
-                (population, "new"): records(population, "test", args.n_new_users, seed)}
-        if population == "p4":  # new persona combinations, scored by the models trained on p4
-            sets["ood", "new"] = records("ood", "test", args.n_new_users, seed)
+    for (population, dataset, n_users, seed, on_bad_record), run_dirs in groups.items():
+        if dataset == "synthetic":
+            sets = {(population, "seen"): records(population, "train", min(n_users, args.n_seen_users), seed),
+                    (population, "new"): records(population, "test", args.n_new_users, seed)}
+            if population == "p4":  # new persona combinations, scored by the models trained on p4
+                sets["ood", "new"] = records("ood", "test", args.n_new_users, seed)
+        else:  # a file's users: their own held-out pairs; new users: --eval_dataset's
+            sets = {(population, "seen"): file_records(dataset, args.n_seen_users, on_bad_record)}
+            if args.eval_dataset:
+                sets[population, "new"] = file_records(args.eval_dataset[0], args.n_new_users,
+                                                       args.on_bad_record or on_bad_record)
         for name, result in evaluate_population(run_dirs, sets, args.device, args.seed).items():
             out.setdefault(name, {}).update(result)
-            out[name]["ceiling"] = {split: ceilings[p, split] for p, split in sets if p == name}
+            ceiling = {split: ceilings[p, split] for p, split in sets if p == name and (p, split) in ceilings}
+            if ceiling:
+                out[name]["ceiling"] = ceiling
             print(f"[eval] plus {name}: " + "; ".join(
                 f"{method} " + ", ".join(f"{split} {r[split]['accuracy']:.3f}" for split in ("seen", "new")
                                          if split in r) for method, r in result.items() if method in run_dirs))
@@ -201,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward model for proxy_reward (default: the one PPO used, else <out_dir>/rm)")
     p.add_argument("--n_curve", type=int, default=100, help="posts per saved PPO policy in the over-optimization view")
     p.add_argument("--eval_dataset", nargs="+", default=None,
-                   help="rm: held-out preference files, each reported separately (default: the world's valid split)")
+                   help="rm: held-out preference files, each reported separately (default: the world's valid split); "
+                        "plus: one PLUS file of new users, whose eval pairs score the runs trained on a file")
     p.add_argument("--n_pairs", type=int, default=1024,
                    help="rm: held-out comparisons per --eval_dataset (the world's: one per post, its valid split)")
     p.add_argument("--n_swap_posts", type=int, default=200,
@@ -224,6 +257,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.n_swap_posts < 0:
         parser.error("--n_swap_posts must be >= 0")
+    for flag in ("n_seen_users", "n_new_users"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1")
+    if args.stage == PLUS_STAGE and args.eval_dataset and len(args.eval_dataset) > 1:
+        parser.error("--stage plus takes one --eval_dataset: a PLUS file of new users")
     out_dir = Path(args.out_dir)
     if args.init_from and args.stage == PLUS_STAGE:
         parser.error("--init_from names one checkpoint; --stage plus evaluates the runs under <out_dir>/plus")
@@ -241,6 +279,8 @@ def main(argv=None) -> int:
     if not stages:
         print_error(f"{out_dir}: no checkpoints to evaluate (run train.py first)")
         return 1
+    if args.eval_dataset and {REWARD_STAGE, PLUS_STAGE} <= set(stages):
+        parser.error("--eval_dataset names rm's preference files or plus's new users: say which with --stage")
     eval_dir = out_dir / "eval"
     report = previous_report(eval_dir / "report.json")
     try:

@@ -478,7 +478,7 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
                                              response_max_len=response_max_len, **summarizer_input)
         config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from),
                   "reward_from": None if reward_from is None else str(reward_from), "dataset": args.dataset,
-                  "population": population, "method": method,
+                  "population": population, "method": method, "on_bad_record": args.on_bad_record,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len, "response_max_len": response_max_len,

@@ -139,11 +139,20 @@ def _json_array(path, text) -> Iterator[tuple[str, dict]]:
 
 
 def _csv(path, text) -> Iterator[tuple[str, dict]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for record in reader:
-        if None in record:  # more fields than the header names
-            raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
-        yield f"{path}:{reader.line_num}", record
+    # A quoted cell may span lines: a record's location is the line it starts on. Blank rows
+    # are skipped and missing trailing cells are None, as csv.DictReader reads them.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    while header is not None:
+        start = reader.line_num + 1
+        row = next(reader, None)
+        if row is None:
+            return
+        if not row:
+            continue
+        if len(row) > len(header):
+            raise DataError(f"{path}:{start}: more fields than the header has")
+        yield f"{path}:{start}", dict(zip(header, row + [None] * (len(header) - len(row))))
 
 
 @dataclass
@@ -588,8 +597,9 @@ def collate_shared_prompts(pairs: list[PreferencePair], pad_id: int) -> dict[str
 #                      the comparison the reward model is trained on, conditioned on the same z
 #   eval_prompt, eval_chosen, eval_rejected
 #                      a held-out comparison (the built-in world: chosen by the user's noiseless gold judge)
-# and, optionally, `user_id` and `persona` (the built-in world writes them; the oracle
-# baseline reads the persona's canonical description) and the boolean `eval_contested`
+# and, optionally, `user_id` and `persona` (the built-in world writes them; a persona is
+# the world's attributes joined by "+", e.g. "brief+feelings+formal", whose canonical
+# description the oracle baseline reads) and the boolean `eval_contested`
 # (the world's: whether the population's personas disagree on the eval pair; evaluation
 # reports the two kinds apart where both occur). Every text field is a non-empty string;
 # the three pairs must differ within themselves.
@@ -631,6 +641,13 @@ def parse_plus_record(record: dict, where: str) -> PlusRecord:
         if texts[a].strip() == texts[b].strip():
             raise DataError(f"{where}: {a!r} and {b!r} are identical")
     optional = {key: get_text(record, key, where) for key in ("user_id", "persona") if key in record}
+    if "persona" in optional:  # the world's attributes, "brief+feelings+formal": what the oracle reads
+        from plus.world import Persona, SyntheticWorldError
+
+        try:
+            Persona(tuple(optional["persona"].split("+")))
+        except SyntheticWorldError as e:
+            raise DataError(f"{where}: 'persona': {e}") from None
     if "eval_contested" in record:
         optional["eval_contested"] = get_typed(record, "eval_contested", bool, where)
     return PlusRecord(context_messages=[{"role": m["role"], "content": m["content"]} for m in messages], **texts,
@@ -639,8 +656,11 @@ def parse_plus_record(record: dict, where: str) -> PlusRecord:
 
 def load_plus_records(path, on_bad_record: str = "error",
                       limit: int | None = None) -> tuple[list[PlusRecord], BadRecords]:
-    """The PLUS records of a .jsonl / .json / .csv file (bad records: `file:line: problem`,
-    or skipped and counted with on_bad_record="skip")."""
+    """The PLUS records of a .jsonl / .json file (bad records: `file:line: problem`, or
+    skipped and counted with on_bad_record="skip"). Not CSV: context_messages is a list."""
+    if str(path).lower().endswith(".csv"):
+        raise DataError(f"{path}: a PLUS file is .jsonl or .json (its context_messages is a list of messages, "
+                        "which a CSV cell does not hold)")
     bad = BadRecords(on_bad_record)
     return load_file_records(path, parse_plus_record, bad, limit=limit), bad
 

@@ -372,7 +372,8 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
     columns = [(p, s) for p in populations for s in SPLITS if any(s in plus[p].get(m, {}) for m in METHODS)]
     header = "| method | " + " | ".join(f"{p} {s}" for p, s in columns) + " |"
     lines = ["## PLUS: reward models conditioned on a summary of each user", "",
-             "Held-out accuracy (%) against each user's own noiseless gold choice, with 95% Wilson intervals. "
+             "Held-out accuracy (%) against each user's own choice (the world's: the noiseless gold one; a file's: "
+             "the one it records), with 95% Wilson intervals. "
              "Seen users: the users a run trained on, on other posts than their training pairs; new users: held-out "
              "users on new posts; ood: new users whose persona combinations no run trained on, scored by the runs "
              "trained on p4.", "", header, "|---" * (len(columns) + 1) + "|"]

@@ -107,7 +107,10 @@ PAIR_FIELDS = {"reward": ("reward_prompt", "chosen", "rejected"),
 
 def last_blocks(tokenizer, text: str, max_tokens: int) -> list[int]:
     """Token ids of `text`, its "\\n\\n"-separated blocks dropped from the start while it is
-    longer than max_tokens (a context loses its oldest comparisons first), then tokens."""
+    longer than max_tokens (a context loses its oldest comparisons first), then tokens;
+    none where max_tokens < 1."""
+    if max_tokens < 1:
+        return []
     blocks = text.split("\n\n")
     ids = tokenizer.encode(text)
     while len(ids) > max_tokens and len(blocks) > 1:
@@ -176,7 +179,10 @@ def conditioned_pairs(tokenizer, records: list[PlusRecord], zs: list[str | None]
     prompt_key, chosen_key, rejected_key = PAIR_FIELDS[which]
     pairs = []
     for r, z in zip(records, zs):
-        prompt = conditioned_prompt_ids(tokenizer, z, getattr(r, prompt_key), prompt_max_len)
+        try:
+            prompt = conditioned_prompt_ids(tokenizer, z, getattr(r, prompt_key), prompt_max_len)
+        except DataError as e:
+            raise DataError(f"{r.source}: {prompt_key}: {e}") from None
         pairs.append(PreferencePair(prompt, response_ids(tokenizer, getattr(r, chosen_key), response_max_len),
                                     response_ids(tokenizer, getattr(r, rejected_key), response_max_len),
                                     gold=1.0 if which == "eval" else None, source=r.source))
@@ -393,7 +399,11 @@ def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarize
     if method == "bt":
         return [None] * len(records)
     if method == "icl":
-        budget = settings.prompt_max_len - len(tokenizer.encode(PREFERENCE_CUE.format(z=""))) - ICL_MIN_PROMPT_TOKENS
+        cue = len(bos_prefix(tokenizer)) + len(tokenizer.encode(PREFERENCE_CUE.format(z="")))
+        budget = settings.prompt_max_len - cue - ICL_MIN_PROMPT_TOKENS
+        if budget < 1:
+            raise DataError(f"the in-context baseline: --prompt_max_len {settings.prompt_max_len} leaves no room for "
+                            f"a context beside the cue ({cue} tokens) and {ICL_MIN_PROMPT_TOKENS} prompt tokens")
         return [icl_z(tokenizer, r.context, budget) for r in records]
     if method == "oracle":
         missing = next((r.source for r in records if not r.persona), None)

@@ -303,6 +303,9 @@ def check_plus_fork_args(args: argparse.Namespace, parser: argparse.ArgumentPars
     if args.stage == "plus" and args.population is not None and args.dataset != "synthetic":
         parser.error(f"--population {args.population} is the built-in world's: a PLUS file (--dataset) is "
                      "its own population, named after the file")
+    if (args.stage == "plus" or args.train_reward) and args.eval_dataset:
+        parser.error("--eval_dataset does not apply to PLUS training: `python eval.py --stage plus --eval_dataset "
+                     "FILE` scores the trained runs on a file of new users")
     if args.train_reward and args.dataset == "synthetic":
         parser.error("--train_reward trains PLUS on a file (--dataset FILE); on the built-in world use --stage plus")
     if (args.stage == "plus" or args.train_reward) and args.input_key is not None:

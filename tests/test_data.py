@@ -165,6 +165,14 @@ def test_json_array_and_csv_report_lines(tmp_path, tok):
     csv_path = write(tmp_path, "d.csv", "subreddit,title,post,summary\ndating,t,p,s\ndating,t,,s\n")
     with pytest.raises(data.DataError, match=r"d\.csv:3: 'post' is empty"):
         data.load_sft_examples(str(csv_path), tok)
+    # A quoted cell over two lines and a blank line before the next record: each record is
+    # located at the line it starts on (2 and 5), and a short row reads as missing cells.
+    csv_path = write(tmp_path, "e.csv", 'subreddit,title,post,summary\ndating,t,"p\nmore",s\n\ndating,t\n')
+    with pytest.raises(data.DataError, match=r"e\.csv:5: 'post' should be a string"):
+        data.load_sft_examples(str(csv_path), tok)
+    csv_path = write(tmp_path, "f.csv", 'subreddit,title,post,summary\ndating,t,"p\nmore",s\ndating,t,p,s,extra\n')
+    with pytest.raises(data.DataError, match=r"f\.csv:4: more fields than the header has"):
+        data.load_sft_examples(str(csv_path), tok)
 
 
 def test_key_mapping(tmp_path, tok):

@@ -64,6 +64,8 @@ def test_a_json_array_reads_the_same(tmp_path):
     (record(train_rejected="tc"), "'train_chosen' and 'train_rejected' are identical"),
     (record(user_id=""), "'user_id' is empty"),
     (record(eval_contested="yes"), "'eval_contested' should be a bool, got str"),
+    (record(persona="pet lover"), "'persona': a persona needs known attributes, got ['pet lover'] (valid: brief, "
+                                  "thorough, feelings, numbers, formal, casual)"),
 ])
 def test_bad_records_name_file_line_and_problem(tmp_path, bad_record, problem):
     path = write_jsonl(tmp_path / "p.jsonl", [record(), bad_record, "{not json"])
@@ -104,3 +106,13 @@ def test_parse_query():
         "cats", "my cat", "she sleeps.\n\nall day")
     assert parse_query("Write a TL;DR:") is None
     assert set(PLUS_TEXT_FIELDS) | {"context_messages"} == set(record())
+
+
+def test_a_plus_csv_is_refused_by_name(tmp_path):
+    """context_messages is a list, which a CSV cell cannot hold: the reader says so."""
+    path = tmp_path / "p.csv"
+    path.write_text("context,chosen\nc,a\n")
+    with pytest.raises(DataError) as e:
+        load_plus_records(path)
+    assert str(e.value) == (f"{path}: a PLUS file is .jsonl or .json (its context_messages is a list of messages, "
+                            "which a CSV cell does not hold)")

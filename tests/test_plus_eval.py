@@ -410,3 +410,52 @@ def test_n_seen_users_scores_the_first_seen_users_only(runs, tmp_path):
     accuracy, n = accuracy_pair_by_pair(runs / "plus" / "p4" / "bt" / "reward_model", first, [None] * len(first))
     assert report["p4"]["bt"]["seen"]["n_pairs"] == n == 2
     assert report["p4"]["bt"]["seen"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_file_run_is_scored_on_its_users_and_on_the_eval_dataset_users(tok, tmp_path, capsys):
+    """A run trained on a PLUS file: seen, the eval pairs of the file's first --n_seen_users
+    users; new, those of --eval_dataset's users; each against the choice the file records,
+    recomputed pair by pair. No information ceiling: a file's personas have no gold judge."""
+    from plus.data import load_plus_records
+    from plus.world.export import export_plus
+
+    export_plus(tmp_path / "files", "p2", n_train=3, n_new=2)
+    train_file, new_file = (str(tmp_path / "files" / f"p2_{s}.jsonl") for s in ("train", "test"))
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    for method in ("bt", "oracle"):
+        assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--dataset", train_file, "--method", method,
+                           "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
+                           "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--no_progress"]) == 0
+    assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus", "--eval_dataset", new_file,
+                              "--n_seen_users", "2"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["plus"]
+    assert set(report) == {"p2_train"} and "ceiling" not in report["p2_train"]
+    records = load_plus_records(train_file)[0]
+    first_two = list(dict.fromkeys(r.user_id for r in records))[:2]
+    sets = {"seen": [r for r in records if r.user_id in first_two], "new": load_plus_records(new_file)[0]}
+    assert len(sets["seen"]) == 4 and len(sets["new"]) == 4  # two records a user
+    for split, these in sets.items():
+        for method, zs in (("bt", [None] * len(these)),
+                           ("oracle", [Persona(tuple(r.persona.split("+"))).text for r in these])):
+            accuracy, n = accuracy_pair_by_pair(tmp_path / "plus" / "p2_train" / method / "reward_model", these, zs)
+            result = report["p2_train"][method][split]
+            assert result["accuracy"] == pytest.approx(accuracy) and result["n_pairs"] == n == len(these)
+    assert "| oracle | " in (tmp_path / "eval" / "report.md").read_text()
+    # --eval_dataset where no run was trained on a file: an error, and no report written
+    (tmp_path / "world" / "plus").mkdir(parents=True)
+    assert evaluate_cli.main(["--out_dir", str(tmp_path / "world"), "--stage", "plus", "--eval_dataset",
+                              new_file]) == 1
+    assert f"--eval_dataset: no run under {tmp_path / 'world' / 'plus'} was trained on a file" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "world" / "eval").exists()
+
+
+def test_plus_eval_flags_that_cannot_work(capsys, tmp_path):
+    for argv, message in ((["--n_new_users", "0"], "--n_new_users must be >= 1"),
+                          (["--n_seen_users", "-1"], "--n_seen_users must be >= 1"),
+                          (["--eval_dataset", "a.jsonl", "b.jsonl"], "--stage plus takes one --eval_dataset")):
+        with pytest.raises(SystemExit):
+            evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus"] + argv)
+        assert message in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 import eval as evaluate_cli
 import train
 from plus import checkpoint, plus_trainer, ppo
-from plus.data import PlusRecord, format_query
+from plus.data import DataError, PlusRecord, format_query
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
 from plus.tokenizer import Tokenizer
@@ -88,6 +88,20 @@ def test_context_loses_its_oldest_comparisons_first(tok):
     budget = len(tok.encode("\n\n".join(blocks[1:])))
     assert plus_trainer.context_prompt_ids(tok, context, budget) == tok.encode("\n\n".join(blocks[1:]))
     assert plus_trainer.icl_z(tok, context, 1000) == "\n\n".join(blocks[:2])  # without the request for z
+    assert plus_trainer.last_blocks(tok, context, 0) == [] and plus_trainer.icl_z(tok, context, -3) == ""
+
+
+def test_a_prompt_that_cannot_fit_names_its_record(tok):
+    """z and the cue are never cut: a budget they fill is an error that names the record."""
+    records = hand_records(2)
+    z = "I like short summaries."
+    budget = len(tok.encode(CUE.format(z=z)))
+    with pytest.raises(DataError) as e:
+        plus_trainer.conditioned_pairs(tok, records, [z, z], "train", budget, 8)
+    assert str(e.value) == f"hand:0: train_prompt: z and the cue take {budget} tokens, the whole prompt budget of {budget}"
+    settings = plus_trainer.PlusSettings(method="icl", prompt_max_len=budget)
+    with pytest.raises(DataError, match=f"the in-context baseline: --prompt_max_len {budget} leaves no room"):
+        plus_trainer.fixed_summaries("icl", records, tok, None, None, settings, seed=0)
 
 
 # ---- the reward model sees the z that were scored ---------------------------------------------
@@ -276,6 +290,13 @@ def test_a_bad_plus_file_stops_before_the_summarizers_warm_start(tok, tmp_path, 
                        "--warm_start_steps", "2", "--grounding_steps", "2", "--no_progress"]) == 1
     assert f"{tmp_path / 'users.jsonl'}:1: missing key" in capsys.readouterr().err
     assert not (tmp_path / "plus").exists()
+
+
+def test_eval_dataset_is_refused_by_plus_training(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "plus", "--eval_dataset", str(tmp_path / "new.jsonl")])
+    assert "--eval_dataset does not apply to PLUS training: `python eval.py --stage plus --eval_dataset FILE`" \
+        in capsys.readouterr().err
 
 
 def test_population_is_refused_with_a_file(capsys, tmp_path):

@@ -416,3 +416,15 @@ def test_export_writes_the_openai_formats(tmp_path, capsys):
     main(["--export", str(tmp_path / "one"), "--n_train", "2", "--n_valid", "0", "--n_test", "0",
             "--n_comparisons", "0", "--references_per_post", "1"])
     assert len((tmp_path / "one" / "train.jsonl").read_text().splitlines()) == 2
+
+
+def test_export_into_a_file_is_refused(tmp_path, capsys):
+    """The world is written into a directory: a file at that path is a one-line error, and
+    the file is left as it was."""
+    path = tmp_path / "users.jsonl"
+    path.write_text("mine\n")
+    for flag in ("--export", "--export_plus"):
+        with pytest.raises(SystemExit):
+            main([flag, str(path)])
+        assert f"{flag} {path}: a file is there; the world is written into a directory" in capsys.readouterr().err
+    assert path.read_text() == "mine\n"

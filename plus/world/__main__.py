@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--summaries_per_post must be >= 2")
     if args.references_per_post < 1:
         parser.error("--references_per_post must be >= 1")
+    for flag in ("export", "export_plus"):
+        if getattr(args, flag) and Path(getattr(args, flag)).exists() and not Path(getattr(args, flag)).is_dir():
+            parser.error(f"--{flag} {getattr(args, flag)}: a file is there; the world is written into a directory")
     if args.show:
         for post in World(args.seed).posts("train", args.show):
             print(post.query(), post.summary)

@@ -56,7 +56,8 @@ the comparisons that teach a reward model to read each sentence of z apart.
 
 **The Bayes reader** (`persona_posterior`) knows every persona's gold judge and the
 labelers' noise and reads a context as evidence; its prediction on held-out pairs
-(`ceiling_hits`) is the most any method that reads the context can score.
+(`ceiling_hits`) is the most any method that reads the context can score on new users
+(a seen user's own training pairs tell a method that learned them more than the context).
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ def ceiling_hits(user: User) -> list[float]:
     matches the user's own gold choice: it picks the summary that the posterior's personas
     prefer with more weight, P(a) = sum_p P(p | c) [g_p(a) > g_p(b)]; 1, 0, or 0.5 on a tie.
     Their mean over users is the information ceiling: the most any method that reads the
-    context can score on the population (BENCHMARKS.md, "what the contexts allow")."""
+    context can score on the population's new users (BENCHMARKS.md, "what the contexts
+    allow"); on seen users, whose training pairs a method may have learned, a reference."""
     personas = POPULATIONS[user.population]
     posterior = persona_posterior(user.context, personas)
     hits = []
