@@ -414,6 +414,25 @@ def plus_reward_init(init_from: Path, path: Path, args, ctx: Dist) -> Path | Non
     return path
 
 
+def plus_replay(args, reward_from: Path | None, updates: int, response_max_len: int) -> list:
+    """The comparisons --grounding_replay adds to each reward-model update (plus_trainer.train's
+    `replay`), `updates` times over: the grounding's second-pass mix (PLUS_GROUNDING_MIX)
+    continued where it ended, so no comparison the grounding used comes back."""
+    from plus import plus_trainer
+
+    n = args.grounding_replay or 0
+    if n == 0:
+        return []
+    if reward_from is None:
+        raise data.DataError("--grounding_replay needs the grounded reward model (on a file, give --grounding_steps)")
+    grounded = checkpoint.load_config(reward_from)
+    pairs, _ = plus_trainer.mixed_grounding_pairs(
+        checkpoint.load_tokenizer(reward_from), PLUS_GROUNDING_MIX, n * updates,
+        first_document=grounded["mixed_grounding_documents"], seed=args.seed, prompt_max_len=args.prompt_max_len,
+        response_max_len=response_max_len, start=grounded["grounding"]["steps"] * PLUS_GROUNDING["batch_size"])
+    return pairs
+
+
 def run_plus(args, ctx: Dist) -> dict:
     """--stage plus: the methods on the built-in world's population (each of pets, p2 and p4
     in turn with --population all) or on a PLUS file, all from the same --init_from."""
@@ -464,7 +483,7 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
     # What the summarizer reads (plus_trainer.summarizer_prompts): the plain context, or with
     # --apply_chat_template the --input_key field in the policy tokenizer's chat template.
     summarizer_input = {"input_key": args.input_key or "context", "apply_chat_template": args.apply_chat_template}
-    result = {}
+    result, replay = {}, None
     for method in methods:
         torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
         summarizer, tokenizer, _ = checkpoint.load_gpt(summarizer_from)
@@ -479,6 +498,7 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
         config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from),
                   "reward_from": None if reward_from is None else str(reward_from), "dataset": args.dataset,
                   "population": population, "method": method, "on_bad_record": args.on_bad_record,
+                  "grounding_replay": args.grounding_replay or 0,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len, "response_max_len": response_max_len,
@@ -486,9 +506,11 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
         out_dir = Path(args.out_dir) / "plus" / population / method
         if method in ("plus", "untrained"):
             print0(ctx, f"[plus] {method}: the summarizer reads {config['summarizer_rendering']}")
+        if replay is None:  # the same comparisons for every method
+            replay = plus_replay(args, reward_from, cfg.max_steps, response_max_len)
         last = plus_trainer.train(summarizer=summarizer, ref_summarizer=ref_summarizer, reward_model=reward_model,
                                   tokenizer=tokenizer, records=records, out_dir=out_dir, config=config, cfg=cfg,
-                                  settings=settings, ctx=ctx)
+                                  settings=settings, ctx=ctx, replay=replay)
         result.update({f"{method}_{k}": v for k, v in last.items() if k in ("rm_accuracy", "summarizer_reward")})
     return result
 

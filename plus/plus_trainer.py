@@ -42,7 +42,10 @@ self-description corpus (people's past choices, then what they want from a TL;DR
 own words: `warm_start`) and the reward model is grounded on the same corpus's
 comparisons, each read with what its chooser says they want (`ground_reward_model`), then
 on more of them mixed with one-pole people's (`mixed_grounding_pairs`), so that z has
-words and the reward model reads them before PLUS starts, as the authors' LLMs do.
+words and the reward model reads them before PLUS starts, as the authors' LLMs do. While
+it fits users whose z state a sentence no better than chance, the reward model unlearns
+reading it; `replay` adds more of those grounding comparisons to every Bradley–Terry pass,
+of every method alike, so that it keeps reading (off by default).
 
 The baselines train the same reward model on the same batches with the same number of
 steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
@@ -295,6 +298,17 @@ def reward_model_pass(model, optimizer, pairs: list[PreferencePair], pad_id: int
     return {"rm_loss": loss_sum / len(pairs), "rm_accuracy": hits / len(pairs)}
 
 
+def interleave_minibatches(pairs: list, extra: list, size: int) -> list:
+    """Minibatches of `size` from pairs and from extra in turn (pairs first), the rest of
+    the longer list after: one pass over both, neither's order changed."""
+    a = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    b = [extra[i:i + size] for i in range(0, len(extra), size)]
+    out = []
+    for i in range(max(len(a), len(b))):
+        out += (a[i] if i < len(a) else []) + (b[i] if i < len(b) else [])
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # The reward model before any method: grounded on people who say what they want
 
@@ -314,16 +328,21 @@ def grounding_pairs(tokenizer, documents: list[SelfDescription], prompt_max_len:
 
 
 def mixed_grounding_pairs(tokenizer, schedule: tuple, n: int, *, first_document: int, seed: int,
-                          prompt_max_len: int, response_max_len: int) -> tuple[list[PreferencePair], int]:
-    """n grounding comparisons drawn from the schedule's sources in turn, each read with its
-    chooser's words: "corpus" takes the next comparison of the self-description corpus
-    (documents first_document, first_document + 1, ...), (axis, contested) the next
-    `plus.world.pole_document` of that axis and class (indices 0, 1, ... per source).
-    Returns the comparisons and the index after the last corpus document read."""
+                          prompt_max_len: int, response_max_len: int, start: int = 0) -> tuple[list[PreferencePair], int]:
+    """n grounding comparisons drawn from the schedule's sources in turn, from its position
+    `start`, each read with its chooser's words: "corpus" takes the next comparison of the
+    self-description corpus (documents first_document, first_document + 1, ...), (axis,
+    contested) the next `plus.world.pole_document` of that axis and class (indices 0, 1, ...
+    per source, counted from position 0: a draw from `start` continues one of `start`
+    comparisons with new one-pole people). Returns the comparisons and the index after the
+    last corpus document read."""
     from plus.world.users import pole_document, self_description_document
 
     pairs, corpus, document, used = [], [], first_document, {}
-    for i in range(n):
+    for i in range(start):  # the one-pole people the draw before this one took
+        if schedule[i % len(schedule)] != "corpus":
+            used[schedule[i % len(schedule)]] = used.get(schedule[i % len(schedule)], -1) + 1
+    for i in range(start, start + n):
         source = schedule[i % len(schedule)]
         if source == "corpus":
             while not corpus:
@@ -418,10 +437,16 @@ def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarize
 
 
 def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[PlusRecord], out_dir: Path,
-          config: dict, cfg: ppo.PPOConfig, settings: PlusSettings, ctx: Dist = Dist()) -> dict:
+          config: dict, cfg: ppo.PPOConfig, settings: PlusSettings, ctx: Dist = Dist(),
+          replay: list[PreferencePair] = ()) -> dict:
     """Train the reward model (and, for PLUS, the summarizer) for cfg.max_steps updates of
     cfg.rollout_batch_size records; save <out_dir>/reward_model (and <out_dir>/summarizer)
-    and <out_dir>/metrics.jsonl. Returns the last logged metrics."""
+    and <out_dir>/metrics.jsonl. Returns the last logged metrics.
+
+    replay: grounding comparisons (`mixed_grounding_pairs`), len(replay) // cfg.max_steps
+    of them added to each update's Bradley–Terry pass (`interleave_minibatches`), so that
+    the reward model keeps reading the sentences of z the grounding taught it while it
+    fits the users; its rm_accuracy is then over both."""
     from plus.value_head import Critic
 
     method, device = settings.method, torch.device(cfg.device)
@@ -439,17 +464,21 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
     reward_model.to(device)
     rm_optimizer = make_optimizer(reward_model, cfg.critic_learning_rate, cfg.weight_decay)
     steps_per_epoch = len(records) // cfg.rollout_batch_size
+    n_replay = len(replay) // cfg.max_steps
 
     def rm_update(step: int, indices: list[int], zs: list[str | None]) -> dict:
         """Step 4: one Bradley–Terry pass on the batch's training pairs, conditioned on zs
-        (the whole batch's users, on every rank)."""
+        (the whole batch's users, on every rank), and the step's replayed comparisons."""
         pairs = conditioned_pairs(tokenizer, [records[i] for i in indices], zs, "train", settings.prompt_max_len,
                                   settings.response_max_len)
+        extra = list(replay[step * n_replay:(step + 1) * n_replay])
         lr = lr_at(step, cfg.max_steps, cfg.critic_learning_rate, warmup=1)  # cosine, as the authors'
-        out = reward_model_pass(reward_model, rm_optimizer, pairs, tokenizer.pad_id, cfg.train_batch_size,
-                                cfg.micro_train_batch_size, lr, cfg.max_grad_norm, device, cfg.dtype, ctx)
+        out = reward_model_pass(reward_model, rm_optimizer, interleave_minibatches(pairs, extra, cfg.train_batch_size),
+                                tokenizer.pad_id, cfg.train_batch_size, cfg.micro_train_batch_size, lr,
+                                cfg.max_grad_norm, device, cfg.dtype, ctx)
         lengths = [len(tokenizer.encode(z)) for z in zs if z is not None]
-        return {**out, "rm_lr": lr, **({"z_tokens": sum(lengths) / len(lengths)} if lengths else {})}
+        return {**out, "rm_lr": lr, **({"z_tokens": sum(lengths) / len(lengths)} if lengths else {}),
+                **({"rm_replayed": len(extra)} if extra else {})}
 
     t0 = time.perf_counter()
     if method == "plus":

@@ -261,7 +261,7 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
 
 
-PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps", "grounding_steps")
+PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps", "grounding_steps", "grounding_replay")
 
 
 def add_plus_args(p: argparse.ArgumentParser) -> None:
@@ -285,6 +285,10 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
                         "learns from first, in each of two passes (the corpus's, then the corpus's mixed with "
                         f"one-pole people's; default {PLUS_GROUNDING['steps']} on the built-in world, 0 on a file; "
                         "0: none, the reward model starts from --init_from with a new head)")
+    p.add_argument("--grounding_replay", type=int, default=None,
+                   help="plus: grounding comparisons added to every reward-model update of every method (the "
+                        "grounding's mix, continued), a minibatch of them after each of the users', so that the "
+                        "reward model keeps reading what the grounding taught it (default 0; needs the grounding)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
                         "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "
@@ -332,6 +336,12 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--n_users must be >= 1")
     if args.warm_start_steps is not None and args.warm_start_steps < 0:
         parser.error("--warm_start_steps must be >= 0")
+    if args.grounding_replay is not None and args.grounding_replay < 0:
+        parser.error("--grounding_replay must be >= 0")
+    if args.grounding_replay and (args.grounding_steps == 0 or (args.dataset != "synthetic"
+                                                                and args.grounding_steps is None)):
+        parser.error("--grounding_replay replays the grounding's comparisons: it needs the grounding "
+                     "(--grounding_steps, on by default on the built-in world only)")
     if args.stage == "ppo" and args.max_epochs != 1:
         parser.error("--max_epochs does not apply to --stage ppo: --max_steps counts updates, "
                      "--ppo_epochs the passes over each rollout")

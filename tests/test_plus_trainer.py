@@ -11,7 +11,7 @@ import torch
 import eval as evaluate_cli
 import train
 from plus import checkpoint, plus_trainer, ppo
-from plus.data import DataError, PlusRecord, format_query
+from plus.data import DataError, PlusRecord, format_query, parse_plus_record
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
 from plus.tokenizer import Tokenizer
@@ -225,6 +225,42 @@ def test_stage_plus_runs_every_method_for_two_steps(tok, tmp_path):
         assert low <= result["new"]["accuracy"] <= high
         assert ("summary_attribute_accuracy" in result) == (method != "bt")
     assert report["oracle"]["summary_attribute_accuracy"] == 1.0  # the persona's own text states it all
+
+
+def test_grounding_replay_adds_the_grounding_s_next_comparisons_to_each_update(tok, tmp_path, monkeypatch):
+    """--grounding_replay 3: each of the two updates' Bradley–Terry passes is the users'
+    pairs and 3 of the grounding's mix continued from where its second pass ended (position
+    32, the next corpus document), a minibatch of each in turn; the two updates take
+    different ones."""
+    from plus.stage_flags import PLUS_GROUNDING_MIX
+    from plus.training import epoch_order
+    from plus.world import make_users
+    from plus.world.export import user_records
+
+    saved_sft_policy(tok, tmp_path / "sft")
+    passes = []
+    real_pass = plus_trainer.reward_model_pass
+    monkeypatch.setattr(plus_trainer, "reward_model_pass",
+                        lambda model, optimizer, pairs, *a, **k: passes.append(pairs) or real_pass(model, optimizer,
+                                                                                                   pairs, *a, **k))
+    assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "bt",
+                       "--n_users", "2", "--max_steps", "2", "--rollout_batch_size", "2", "--train_batch_size", "2",
+                       "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--grounding_steps", "2",
+                       "--grounding_replay", "3", "--no_progress"]) == 0
+    grounded = checkpoint.load_config(tmp_path / "plus" / "reward_init")
+    replay, _ = plus_trainer.mixed_grounding_pairs(tok, PLUS_GROUNDING_MIX, 6,
+                                                   first_document=grounded["mixed_grounding_documents"], seed=0,
+                                                   prompt_max_len=240, response_max_len=16, start=32)
+    records = [parse_plus_record(r, f"synthetic:{u.id}") for u in make_users("p2", "train", 2)
+               for r in user_records(u)]
+    updates = passes[-2:]  # the grounding's own passes come first
+    for step, seen in enumerate(updates):
+        indices = epoch_order(len(records), 0, 0)[2 * step:2 * step + 2]
+        users = plus_trainer.conditioned_pairs(tok, [records[i] for i in indices], [None, None], "train", 240, 16)
+        assert seen == users + replay[3 * step:3 * step + 3]  # minibatches of 2: the users', then 2 + 1 replayed
+    lines = [json.loads(line) for line in (tmp_path / "plus" / "p2" / "bt" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rm_replayed"] for m in lines] == [3, 3]
+    assert checkpoint.load_config(tmp_path / "plus" / "p2" / "bt" / "reward_model")["grounding_replay"] == 3
 
 
 def test_plus_flags_only_apply_to_the_plus_stage(capsys):

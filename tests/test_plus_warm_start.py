@@ -86,6 +86,31 @@ def test_mixed_grounding_takes_its_sources_in_turn():
     assert next_document == (5 if len(self_description_document(4).context) >= 4 else 6)
 
 
+def test_a_mixed_draw_from_a_position_continues_with_new_one_pole_people():
+    """From position 6 of the same schedule, 5 pairs: the schedule's turn goes on at its
+    position 6 (content contested, corpus, length shared, ...), the one-pole people go on
+    where 6 positions left them (content and length shared pole documents 2 and 1 next),
+    the corpus from first_document."""
+    tokenizer = grounding_tokenizer()
+    schedule = ("corpus", ("content", True), "corpus", ("length", False))
+
+    def of(docs):
+        return plus_trainer.grounding_pairs(tokenizer, docs, 200, 48)
+
+    pairs, _ = plus_trainer.mixed_grounding_pairs(tokenizer, schedule, 5, first_document=9, seed=0,
+                                                  prompt_max_len=200, response_max_len=48, start=6)
+    corpus = of([self_description_document(9), self_description_document(10)])
+    # positions 6..10: corpus, length shared, corpus, content contested, corpus
+    assert pairs == [corpus[0], of([pole_document(1, "length", False)])[0], corpus[1],
+                     of([pole_document(2, "content", True)])[0], corpus[2]]
+
+
+def test_interleaved_minibatches_by_hand():
+    assert plus_trainer.interleave_minibatches([1, 2, 3, 4, 5], ["a", "b", "c"], 2) == [1, 2, "a", "b", 3, 4, "c", 5]
+    assert plus_trainer.interleave_minibatches([1, 2], ["a", "b", "c", "d", "e"], 2) == [1, 2, "a", "b", "c", "d", "e"]
+    assert plus_trainer.interleave_minibatches([1, 2, 3], [], 2) == [1, 2, 3]
+
+
 def test_opposite_flips_every_pole():
     from plus.world import Persona
     assert opposite(Persona(("brief", "numbers", "casual"))).attributes == ("thorough", "feelings", "formal")
