@@ -333,9 +333,9 @@ def mixed_grounding_pairs(tokenizer, schedule: tuple, n: int, *, first_document:
     `start`, each read with its chooser's words: "corpus" takes the next comparison of the
     self-description corpus (documents first_document, first_document + 1, ...), (axis,
     contested) the next `plus.world.pole_document` of that axis and class (indices 0, 1, ...
-    per source, counted from position 0: a draw from `start` continues one of `start`
-    comparisons with new one-pole people). Returns the comparisons and the index after the
-    last corpus document read."""
+    per source, counted from position 0, so that a draw from `start` continues a draw of
+    `start` comparisons without repeating its one-pole people). Returns the comparisons and
+    the index after the last corpus document read."""
     from plus.world.users import pole_document, self_description_document
 
     pairs, corpus, document, used = [], [], first_document, {}

@@ -325,7 +325,7 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.stage not in ("ppo", "plus", "all") and given:
         parser.error(f"--{given[0]} only applies to --stage ppo (and plus)")
     plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None
-                  and not (args.train_reward and f in ("warm_start_steps", "grounding_steps"))]
+                  and not (args.train_reward and f in ("warm_start_steps", "grounding_steps", "grounding_replay"))]
     if args.stage != "plus" and plus_given:
         parser.error(f"--{plus_given[0]} only applies to --stage plus")
     if (args.stage == "plus" or args.train_reward) and (args.resume or args.reward_pretrain):
