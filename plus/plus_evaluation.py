@@ -308,7 +308,7 @@ def evaluate_population(run_dirs: dict[str, Path], sets: dict[tuple[str, str], l
         grounded, tokenizer, _ = load_reward_model(next(iter(starts)), device)
         readers["grounded"] = grounded
         run = runs[0]
-        for (population, split), records in sets.items():
+        for (population, split), records in [(key, r) for key, r in sets.items() if all(x.persona for x in r)]:
             out[population].setdefault("grounded", {})[split] = accuracy(
                 grounded, tokenizer, records, fixed_summaries("oracle", records, tokenizer, None, run.cfg,
                                                               run.settings, seed), run.settings, device)
@@ -385,7 +385,7 @@ def plus_markdown(plus: dict, plot: str | None = None) -> list[str]:
         lines.append("| before training: the grounded reward model, oracle z | " + " | ".join(
             _percent_cell(plus[p].get("grounded", {}).get(s)) for p, s in columns) + " |")
     if any("ceiling" in plus[p] for p in populations):
-        lines.append("| the information ceiling: the most any method reading the context can get | " + " | ".join(
+        lines.append("| the information ceiling: the most any method reading the context can get on new users | " + " | ".join(
             _percent_cell(plus[p].get("ceiling", {}).get(s)) for p, s in columns) + " |")
     kinds = [(p, s, k) for p, s in columns for k in ("contested", "shared")
              if any(k in plus[p].get(m, {}).get(s, {}) for m in METHODS)]

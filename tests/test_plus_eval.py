@@ -343,7 +343,7 @@ def test_report_md_shows_the_tables_of_report_json(runs):
     assert (f"| before training: the grounded reward model, oracle z | {cell(start['seen'])} | {cell(start['new'])} | "
             f"{cell(ood['new'])} |") in md
     ceiling, ood = report["p4"]["ceiling"], report["ood"]["ceiling"]
-    assert (f"| the information ceiling: the most any method reading the context can get | {cell(ceiling['seen'])} | "
+    assert (f"| the information ceiling: the most any method reading the context can get on new users | {cell(ceiling['seen'])} | "
             f"{cell(ceiling['new'])} | {cell(ood['new'])} |") in md
     for population in ("p4", "ood"):
         for reader in ("grounded", "plus", "oracle"):
@@ -450,6 +450,33 @@ def test_a_file_run_is_scored_on_its_users_and_on_the_eval_dataset_users(tok, tm
     assert f"--eval_dataset: no run under {tmp_path / 'world' / 'plus'} was trained on a file" in \
         capsys.readouterr().err
     assert not (tmp_path / "world" / "eval").exists()
+
+
+def test_a_grounded_file_run_without_personas_is_scored(tok, tmp_path):
+    """A file without personas, trained from the grounded reward model: scored pair by pair;
+    the grounded model's own row (it reads the persona's text) is left out, not an error."""
+    from plus.data import load_plus_records
+    from plus.world.export import export_plus
+
+    export_plus(tmp_path / "files", "p2", n_train=2, n_new=0)
+    lines = (tmp_path / "files" / "p2_train.jsonl").read_text().splitlines()
+    stripped = tmp_path / "users.jsonl"
+    stripped.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "persona"}) + "\n"
+                                for line in lines))
+    policy = tiny_policy(tok)
+    checkpoint.save_checkpoint(tmp_path / "sft", policy, {"stage": "sft", "model": policy.config.to_dict()},
+                               tokenizer=tok)
+    assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--dataset", str(stripped), "--method", "bt",
+                       "--grounding_steps", "1", "--max_steps", "1", "--rollout_batch_size", "2",
+                       "--train_batch_size", "2", "--micro_train_batch_size", "2", "--prompt_max_len", "240",
+                       "--no_progress"]) == 0
+    assert evaluate_cli.main(["--out_dir", str(tmp_path), "--stage", "plus"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["plus"]["users"]
+    assert "grounded" not in report and "reads" not in report
+    records = load_plus_records(stripped)[0]
+    accuracy, n = accuracy_pair_by_pair(tmp_path / "plus" / "users" / "bt" / "reward_model", records,
+                                        [None] * len(records))
+    assert report["bt"]["seen"]["accuracy"] == pytest.approx(accuracy) and report["bt"]["seen"]["n_pairs"] == n == 4
 
 
 def test_plus_eval_flags_that_cannot_work(capsys, tmp_path):

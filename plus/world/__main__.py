@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--summaries_per_post must be >= 2")
     if args.references_per_post < 1:
         parser.error("--references_per_post must be >= 1")
-    for flag in ("export", "export_plus"):
-        if getattr(args, flag) and Path(getattr(args, flag)).exists() and not Path(getattr(args, flag)).is_dir():
-            parser.error(f"--{flag} {getattr(args, flag)}: a file is there; the world is written into a directory")
+    for flag, path in (("export", args.export), ("export_plus", args.export_plus)):
+        if path and Path(path).exists() and not Path(path).is_dir():
+            parser.error(f"--{flag} {path}: a file is there; the world is written into a directory")
     if args.show:
         for post in World(args.seed).posts("train", args.show):
             print(post.query(), post.summary)
