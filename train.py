@@ -28,8 +28,8 @@ from plus import checkpoint, data, preferences
 from plus.cli import print_error
 from plus.distributed import Dist, barrier, init, print0, teardown
 from plus.preference_flags import PREFERENCE_FLAGS, preference_options
-from plus.stage_flags import (PLUS_GROUNDING, PLUS_GROUNDING_MIX, PLUS_TABLE_POPULATIONS, PLUS_WARM_START,
-                              PLUS_WORLD_USERS, RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST,
+from plus.stage_flags import (PLUS_GROUNDING, PLUS_GROUNDING_MIX, PLUS_REWARD_WARMUP, PLUS_TABLE_POPULATIONS,
+                              PLUS_WARM_START, PLUS_WORLD_USERS, RM_WORLD_PAIRS, RM_WORLD_SUMMARIES_PER_POST,
                               SFT_WORLD_REFERENCES_PER_POST, STAGES, WORLD_TOKEN_SURPRISE, build_parser, check_args,
                               mlp_width, stage_args)
 from plus.training import Preempted, StopOnSignal
@@ -483,6 +483,11 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
     # What the summarizer reads (plus_trainer.summarizer_prompts): the plain context, or with
     # --apply_chat_template the --input_key field in the policy tokenizer's chat template.
     summarizer_input = {"input_key": args.input_key or "context", "apply_chat_template": args.apply_chat_template}
+    # The reward model's rate rises over a share of the updates (PLUS_REWARD_WARMUP says why);
+    # a file's reward model, not grounded by default, steps at its full rate from the first.
+    warmup_ratio = args.reward_warmup_ratio
+    if warmup_ratio is None:
+        warmup_ratio = PLUS_REWARD_WARMUP if args.dataset == "synthetic" else 0.0
     result, replay = {}, None
     for method in methods:
         torch.manual_seed(args.seed)  # the reward head's initialization: the same for every method
@@ -494,11 +499,12 @@ def run_plus_population(args, ctx: Dist, population: str, records: list, methods
         # reward model reads are reward_response_max_len's.
         response_max_len = reward_response_max_len(args, reward_model.config.block_size)
         settings = plus_trainer.PlusSettings(method=method, prompt_max_len=args.prompt_max_len,
-                                             response_max_len=response_max_len, **summarizer_input)
+                                             response_max_len=response_max_len, reward_warmup_ratio=warmup_ratio,
+                                             **summarizer_input)
         config = {"init_from": str(init_from), "summarizer_from": str(summarizer_from),
                   "reward_from": None if reward_from is None else str(reward_from), "dataset": args.dataset,
                   "population": population, "method": method, "on_bad_record": args.on_bad_record,
-                  "grounding_replay": args.grounding_replay or 0,
+                  "grounding_replay": args.grounding_replay or 0, "reward_warmup_ratio": warmup_ratio,
                   "summarizer_input": summarizer_input, "summarizer_rendering": summarizer_rendering(args, tokenizer),
                   "n_records": len(records), "n_users": args.n_users or PLUS_WORLD_USERS, "seed": args.seed,
                   "prompt_max_len": args.prompt_max_len, "response_max_len": response_max_len,

@@ -35,7 +35,8 @@ Both are trained together, once per rollout batch of users (the authors' order):
                    L_RM = -E_u log sigma(r(y_u^w | z_u) - r(y_u^l | z_u)),
 
                in minibatches, with plus/reward_trainer.py's `pair_forward` and the
-               Bradley–Terry loss; its learning rate is the critic's, on a cosine schedule.
+               Bradley–Terry loss; its learning rate is the critic's, on a cosine schedule
+               after a warmup (`reward_lr`).
 
 Before any of it, on the built-in world, the summarizer is warm-started on the world's
 self-description corpus (people's past choices, then what they want from a TL;DR in their
@@ -44,8 +45,11 @@ comparisons, each read with what its chooser says they want (`ground_reward_mode
 on more of them mixed with one-pole people's (`mixed_grounding_pairs`), so that z has
 words and the reward model reads them before PLUS starts, as the authors' LLMs do. While
 it fits users whose z state a sentence no better than chance, the reward model unlearns
-reading it; `replay` adds more of those grounding comparisons to every Bradley–Terry pass,
-of every method alike, so that it keeps reading (off by default).
+reading it. Two remedies, for every method alike: its rate rises slowly over the first
+updates (`reward_lr`; on the world by default), so that it goes on paying the summarizer
+for what the grounding taught it to read while the summarizer learns to write it; and
+`replay` adds more of the grounding's comparisons to every Bradley–Terry pass (off by
+default).
 
 The baselines train the same reward model on the same batches with the same number of
 steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
@@ -399,8 +403,10 @@ def ground_reward_model(reward_model, pairs: list[PreferencePair], *, pad_id: in
 class PlusSettings:
     """What PLUS adds to PPOConfig (plus/ppo.py), which sizes the rollout (users per
     update), the PPO minibatch (also the reward model's) and the summarizer's z length
-    (generate_max_len). The reward model's learning rate is the critic's. input_key and
-    apply_chat_template say how the summarizer reads a context (`summarizer_prompts`)."""
+    (generate_max_len). The reward model's learning rate is the critic's, reached linearly
+    over the first reward_warmup_ratio of the updates (at least one), then decayed on a
+    cosine (`reward_lr`). input_key and apply_chat_template say how the summarizer reads a
+    context (`summarizer_prompts`)."""
 
     method: str = "plus"
     prompt_max_len: int = 208      # the reward model's prompt, cue(z) + post: 256 positions less a response
@@ -408,6 +414,15 @@ class PlusSettings:
     eval_batch_size: int = 64
     input_key: str = "context"
     apply_chat_template: bool = False
+    reward_warmup_ratio: float = 0.0
+
+
+def reward_lr(step: int, cfg: ppo.PPOConfig, settings: PlusSettings) -> float:
+    """The reward model's learning rate at update `step` (from 0): the critic's, warmed up
+    linearly over max(1, round(reward_warmup_ratio * max_steps)) updates, then a cosine to a
+    tenth of it (`plus.training.lr_at`, as the authors' scheduler)."""
+    warmup = max(1, round(settings.reward_warmup_ratio * cfg.max_steps))
+    return lr_at(step, cfg.max_steps, cfg.critic_learning_rate, warmup=warmup)
 
 
 def fixed_summaries(method: str, records: list[PlusRecord], tokenizer, summarizer, cfg: ppo.PPOConfig,
@@ -472,7 +487,7 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
         pairs = conditioned_pairs(tokenizer, [records[i] for i in indices], zs, "train", settings.prompt_max_len,
                                   settings.response_max_len)
         extra = list(replay[step * n_replay:(step + 1) * n_replay])
-        lr = lr_at(step, cfg.max_steps, cfg.critic_learning_rate, warmup=1)  # cosine, as the authors'
+        lr = reward_lr(step, cfg, settings)
         out = reward_model_pass(reward_model, rm_optimizer, interleave_minibatches(pairs, extra, cfg.train_batch_size),
                                 tokenizer.pad_id, cfg.train_batch_size, cfg.micro_train_batch_size, lr,
                                 cfg.max_grad_norm, device, cfg.dtype, ctx)

@@ -94,6 +94,12 @@ PLUS_GROUNDING = dict(steps=1500, batch_size=16, learning_rate=3e-4)
 PLUS_GROUNDING_MIX = ("corpus", ("content", True), "corpus", ("content", True), ("length", False), "corpus",
                       ("content", True), "corpus", ("content", True), ("content", False), "corpus",
                       ("content", True), "corpus", ("content", True), ("register", False))
+# The reward model's rate rises over the first quarter of PLUS's updates (every method's
+# alike): the grounded reward model, at full rate from the first update, unlearns part of
+# its reading of z while the summarizer's first z state a sentence little better than
+# chance; rising slowly, it keeps paying the summarizer for informative z until they are
+# (BENCHMARKS.md, "PLUS on the world: the reward model's rate rises").
+PLUS_REWARD_WARMUP = 0.25
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
 # on a file (BENCHMARKS.md, "The demo policy: a tied head, and four references per post").
@@ -261,7 +267,10 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vf_coef", type=float, default=None, help="ppo: value loss weight (0.1)")
 
 
-PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps", "grounding_steps", "grounding_replay")
+PLUS_FLAGS = ("population", "method", "n_users", "warm_start_steps", "grounding_steps", "grounding_replay",
+              "reward_warmup_ratio")
+# the PLUS flags that --stage ppo --train_reward takes too
+PLUS_FORK_FLAGS = ("warm_start_steps", "grounding_steps", "grounding_replay", "reward_warmup_ratio")
 
 
 def add_plus_args(p: argparse.ArgumentParser) -> None:
@@ -289,6 +298,10 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
                    help="plus: grounding comparisons added to every reward-model update of every method (the "
                         "grounding's mix, continued), a minibatch of them after each of the users', so that the "
                         "reward model keeps reading what the grounding taught it (default 0; needs the grounding)")
+    p.add_argument("--reward_warmup_ratio", type=float, default=None,
+                   help="plus: the fraction of the updates over which the reward model's rate rises linearly to "
+                        f"the critic's, before its cosine decay, for every method (default {PLUS_REWARD_WARMUP} on the "
+                        "built-in world, 0 on a file; 0: one update)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
                         "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "
@@ -325,7 +338,7 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.stage not in ("ppo", "plus", "all") and given:
         parser.error(f"--{given[0]} only applies to --stage ppo (and plus)")
     plus_given = [f for f in PLUS_FLAGS if getattr(args, f) is not None
-                  and not (args.train_reward and f in ("warm_start_steps", "grounding_steps", "grounding_replay"))]
+                  and not (args.train_reward and f in PLUS_FORK_FLAGS)]
     if args.stage != "plus" and plus_given:
         parser.error(f"--{plus_given[0]} only applies to --stage plus")
     if (args.stage == "plus" or args.train_reward) and (args.resume or args.reward_pretrain):
@@ -336,6 +349,8 @@ def check_ppo_args(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--n_users must be >= 1")
     if args.warm_start_steps is not None and args.warm_start_steps < 0:
         parser.error("--warm_start_steps must be >= 0")
+    if args.reward_warmup_ratio is not None and not 0 <= args.reward_warmup_ratio <= 1:
+        parser.error("--reward_warmup_ratio must be in [0, 1]")
     if args.grounding_replay is not None and args.grounding_replay < 0:
         parser.error("--grounding_replay must be >= 0")
     if args.grounding_replay and (args.grounding_steps == 0 or (args.dataset != "synthetic"

@@ -14,6 +14,7 @@ from plus import checkpoint, plus_trainer, ppo
 from plus.data import DataError, PlusRecord, format_query, parse_plus_record
 from plus.gpt import GPT, GPTConfig
 from plus.reward_head import RewardModel
+from plus.stage_flags import PLUS_REWARD_WARMUP
 from plus.tokenizer import Tokenizer
 from plus.world import World
 
@@ -267,11 +268,14 @@ def test_plus_flags_only_apply_to_the_plus_stage(capsys):
     with pytest.raises(SystemExit):
         train.main(["--stage", "rm", "--method", "plus"])
     assert "--method only applies to --stage plus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "plus", "--reward_warmup_ratio", "1.5"])
+    assert "--reward_warmup_ratio must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
-    """From the same grounded reward model, bit for bit; on a file the warm start and the
-    grounding (the world's documents) are off unless asked for."""
+    """From the same grounded reward model, bit for bit; on a file the warm start, the
+    grounding (the world's documents) and the reward model's warmup are off unless asked for."""
     from plus.world.export import export_plus
 
     policy = saved_sft_policy(tok, tmp_path / "sft")
@@ -281,7 +285,8 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
              "--generate_max_len", "8", "--prompt_max_len", "240", "--no_progress"]
     file = str(tmp_path / "files" / "p2_train.jsonl")
     assert train.main(flags + ["--population", "p2", "--n_users", "2", "--grounding_steps", "2"]) == 0
-    assert train.main(flags + ["--dataset", file, "--grounding_steps", "2"]) == 0
+    assert train.main(flags + ["--dataset", file, "--grounding_steps", "2", "--reward_warmup_ratio",
+                               str(PLUS_REWARD_WARMUP)]) == 0
     world = checkpoint.load_state_dict(tmp_path / "plus" / "p2" / "icl" / "reward_model")
     from_file = checkpoint.load_state_dict(tmp_path / "plus" / "p2_train" / "icl" / "reward_model")
     assert all(torch.equal(world[k], from_file[k]) for k in world)
@@ -298,6 +303,24 @@ def test_a_file_exported_from_the_world_trains_as_the_world_does(tok, tmp_path):
     assert sorted(p.name for p in (alone / "plus").iterdir()) == ["p2_train"]
     config = checkpoint.load_config(alone / "plus" / "p2_train" / "untrained" / "reward_model")
     assert config["reward_from"] is None and config["summarizer_from"] == str(tmp_path / "sft")
+    # and its reward model's rate does not warm up, where the world's does
+    assert config["reward_warmup_ratio"] == 0.0
+    for population in ("p2", "p2_train"):
+        config = checkpoint.load_config(tmp_path / "plus" / population / "icl" / "reward_model")
+        assert config["reward_warmup_ratio"] == PLUS_REWARD_WARMUP == 0.25
+
+
+def test_the_reward_model_s_rate_warms_up_then_decays_on_a_cosine(tok, tmp_path):
+    """--reward_warmup_ratio 0.5 of 4 updates at rate 1e-3: 2 warmup updates (1/2 and 2/2
+    of the rate), then a cosine from the rate to a tenth of it over the other 2 updates,
+    progress 0 and 1/2: 1e-3 and 1e-3 * (0.1 + 0.9 * (1 + cos(pi / 2)) / 2) = 5.5e-4."""
+    saved_sft_policy(tok, tmp_path / "sft")
+    assert train.main(["--stage", "plus", "--out_dir", str(tmp_path), "--population", "p2", "--method", "bt",
+                       "--n_users", "2", "--max_steps", "4", "--rollout_batch_size", "2", "--train_batch_size", "2",
+                       "--micro_train_batch_size", "2", "--prompt_max_len", "240", "--grounding_steps", "0",
+                       "--critic_learning_rate", "1e-3", "--reward_warmup_ratio", "0.5", "--no_progress"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "plus" / "p2" / "bt" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rm_lr"] for m in lines] == pytest.approx([5e-4, 1e-3, 1e-3, 5.5e-4], rel=1e-12)
 
 
 def test_population_all_trains_each_population_as_alone(tok, tmp_path):
