@@ -97,8 +97,9 @@ PLUS_GROUNDING_MIX = ("corpus", ("content", True), "corpus", ("content", True), 
 # The reward model's rate rises over the first quarter of PLUS's updates (every method's
 # alike): the grounded reward model, at full rate from the first update, unlearns part of
 # its reading of z while the summarizer's first z state a sentence little better than
-# chance; rising slowly, it keeps paying the summarizer for informative z until they are
-# (BENCHMARKS.md, "PLUS on the world: the reward model's rate rises").
+# chance; rising slowly, it keeps paying for the sentences the grounding taught it to read
+# while the summarizer learns to write them (BENCHMARKS.md, "PLUS on the world: the reward
+# model's rate rises").
 PLUS_REWARD_WARMUP = 0.25
 # SFT on the built-in world packs each post with its several TL;DRs in one row, so the post
 # is computed once for all of them and the time saved buys more steps of 32 summaries, as
@@ -301,7 +302,7 @@ def add_plus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward_warmup_ratio", type=float, default=None,
                    help="plus: the fraction of the updates over which the reward model's rate rises linearly to "
                         f"the critic's, before its cosine decay, for every method (default {PLUS_REWARD_WARMUP} on the "
-                        "built-in world, 0 on a file; 0: one update)")
+                        "built-in world, 0 on a file; 0: the full rate from the first update)")
     p.add_argument("--train_reward", action="store_true",
                    help="ppo on a PLUS file (--dataset FILE): train PLUS, the summarizer and the reward model "
                         "together, as --stage plus --method plus does (the name the PLUS authors' OpenRLHF fork "
