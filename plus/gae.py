@@ -20,6 +20,17 @@ is 0 and nothing flows back from the padding.
 `whiten` normalizes advantages over all response tokens of the batch (Huang et
 al. 2024: advantage whitening on), which keeps the policy step size independent
 of the reward scale.
+
+`leave_one_out` is a baseline for a score that the critic cannot predict. When n
+responses y_1..y_n are sampled for the same prompt and scored the same way, each
+score can be compared with the mean of the others (Kool et al. 2019, "Buy 4
+REINFORCE samples, get a baseline for free!"; RLOO in Ahmadian et al. 2024):
+
+    s_i' = s_i - (1 / (n - 1)) sum_{j != i} s_j
+
+The baseline does not depend on y_i, so the policy gradient stays unbiased, and
+whatever the n scores share (in PLUS: the comparison they were all scored on)
+cancels. GAE then runs on s_i' in place of s_i.
 """
 
 import torch
@@ -74,6 +85,17 @@ def compute_gae(
         next_advantage = advantages[:, t]
     returns = advantages + values  # values are already 0 on padding
     return advantages, returns
+
+
+def leave_one_out(scores: Tensor, n: int) -> Tensor:
+    """Each score less the mean of the other n - 1 scores of its group [B]; the groups
+    are n consecutive entries (the n samples of one prompt)."""
+    if n < 2 or scores.dim() != 1 or scores.shape[0] % n:
+        raise ValueError(f"leave_one_out needs groups of n >= 2 consecutive scores; got n={n} for "
+                         f"{tuple(scores.shape)} scores")
+    groups = scores.view(-1, n)                                    # [B / n, n]
+    others = (groups.sum(1, keepdim=True) - groups) / (n - 1)      # [B / n, n]
+    return (groups - others).reshape(-1)
 
 
 def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:

@@ -51,8 +51,14 @@ for what the grounding taught it to read while the summarizer learns to write it
 `replay` adds more of the grounding's comparisons to every Bradley–Terry pass (off by
 default).
 
+With several z per user (`n_samples_per_prompt`, PPO's option), all of them are scored on
+the user's one comparison, and with `group_baseline` each z is paid what it scored above
+the user's other z (`plus.gae.leave_one_out`): the comparison's own difficulty, which the
+critic cannot see from c and z, cancels. The Bradley–Terry pass then reads the user's
+training comparison once with each z.
+
 The baselines train the same reward model on the same batches with the same number of
-steps, and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
+steps (a user's comparison n times where PLUS samples n z), and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
 the raw context (in-context), a z the initial summarizer wrote once (untrained), or the
 persona's own description (oracle).
 
@@ -521,8 +527,9 @@ def train(*, summarizer, ref_summarizer, reward_model, tokenizer, records: list[
         last = {}
         for step in range(cfg.max_steps):  # the batches PPO would draw (plus/ppo.py's prompt_batch)
             epoch, offset = divmod(step, steps_per_epoch)
-            indices = epoch_order(len(records), cfg.seed, epoch)[offset * cfg.rollout_batch_size:
-                                                                 (offset + 1) * cfg.rollout_batch_size]
+            users = epoch_order(len(records), cfg.seed, epoch)[offset * cfg.rollout_batch_size:
+                                                               (offset + 1) * cfg.rollout_batch_size]
+            indices = [i for i in users for _ in range(cfg.n_samples_per_prompt)]  # as PLUS's rollout holds them
             last = {"step": step + 1, **rm_update(step, indices, [zs[i] for i in indices]),
                     "elapsed_s": time.perf_counter() - t0}
             if ctx.is_main:

@@ -18,8 +18,9 @@ then paid at its token and the rest at the EOS: `per_token_rewards`.)
 
 One PPO update, in the order of the paper (and of CleanRL's ppo.py):
 
-  1. rollout   sample one summary per prompt from pi_RL; record its log-probabilities,
-               those of the frozen SFT policy, the critic's values and the score;
+  1. rollout   sample one summary per prompt from pi_RL (or n, `n_samples_per_prompt`);
+               record its log-probabilities, those of the frozen SFT policy, the
+               critic's values and the score;
   2. rewards   the per-token rewards above; GAE turns them into advantages and returns;
   3. optimize  `ppo_epochs` passes over the rollout in minibatches: the clipped policy
                loss for pi_RL, the clipped value loss for the critic;
@@ -40,6 +41,11 @@ comments where they happen, as "Detail: ...":
   * per-token KL penalty (k1 by default), reward clipping, optional reward whitening;
   * GAE with gamma 1, lambda 0.95; advantage whitening;
   * 4 epochs, policy and value clipping 0.2, value coefficient 0.1, AdamW eps 1e-5.
+
+With n samples per prompt, `group_baseline` pays each response its score less the mean
+score of its prompt's other samples (`plus.gae.leave_one_out`, as OpenRLHF's RLOO) before
+GAE: what a critic cannot see, such as the comparison PLUS scores all of a user's z on,
+cancels within the group. It is off by default; Stiennon et al. sample once per prompt.
 
 The reward is pluggable: `train` takes any `ScoreFn` that maps a batch of (prompt,
 response) token lists to scores [B] (and, optionally, their per-token parts);
@@ -74,7 +80,7 @@ from plus import checkpoint
 from plus.data import IGNORE_INDEX, RESPONSE_MAX_LEN, SFTExample
 from plus.distributed import (Dist, all_reduce_sum, barrier, clip_grad_norm, full_params, gather_for_save,
                                load_optimizer_state, print0, rank_slice, wrap_model)
-from plus.gae import compute_gae, whiten
+from plus.gae import compute_gae, leave_one_out, whiten
 from plus.generate import generate, left_pad
 from plus.kl_controller import AdaptiveKLController, FixedKLController, kl_penalty
 from plus.metrics import explained_variance, masked_mean
@@ -93,6 +99,8 @@ class PPOConfig:
 
     max_steps: int = 20               # PPO updates; each samples one rollout batch
     rollout_batch_size: int = 64      # prompts per update, all processes together
+    n_samples_per_prompt: int = 1     # responses sampled per prompt: the rollout holds rollout_batch_size x this
+    group_baseline: bool = False      # each score less the mean of its prompt's other samples' (plus.gae.leave_one_out)
     train_batch_size: int = 32        # responses per optimizer step (the minibatch), all processes
     micro_train_batch_size: int = 16  # responses per forward/backward in one process (gradient accumulation)
     ppo_epochs: int = 4               # passes over each rollout batch
@@ -355,13 +363,18 @@ def train(
     if cfg.rollout_batch_size % ctx.world_size or cfg.train_batch_size % ctx.world_size:
         raise ValueError(f"--rollout_batch_size {cfg.rollout_batch_size} and --train_batch_size "
                          f"{cfg.train_batch_size} must be multiples of the {ctx.world_size} processes")
-    local_rollout = cfg.rollout_batch_size // ctx.world_size        # prompts sampled by this process
+    n_samples = cfg.n_samples_per_prompt
+    if n_samples < 1 or (cfg.group_baseline and n_samples < 2):
+        raise ValueError(f"--n_samples_per_prompt {n_samples}: it must be >= 1, and >= 2 for --group_baseline "
+                         f"(a baseline from the prompt's other samples)")
+    # Each process samples all n responses of its own prompts, so a prompt's group never spans processes.
+    local_rollout = cfg.rollout_batch_size // ctx.world_size * n_samples  # responses sampled by this process
     local_minibatch = cfg.train_batch_size // ctx.world_size        # responses per optimizer step, this process
     if local_rollout % local_minibatch or local_minibatch % cfg.micro_train_batch_size:
         raise ValueError(
-            f"--rollout_batch_size {cfg.rollout_batch_size} must be a multiple of --train_batch_size "
-            f"{cfg.train_batch_size}, and that of --micro_train_batch_size {cfg.micro_train_batch_size} x "
-            f"{ctx.world_size} processes")
+            f"--rollout_batch_size {cfg.rollout_batch_size} x --n_samples_per_prompt {n_samples} must be a multiple "
+            f"of --train_batch_size {cfg.train_batch_size}, and that of --micro_train_batch_size "
+            f"{cfg.micro_train_batch_size} x {ctx.world_size} processes")
 
     longest = max(len(p) for p in prompts) + cfg.generate_max_len
     if longest > policy.config.block_size:
@@ -453,7 +466,9 @@ def train(
     def guard(step: int, **quantities: float) -> None:
         check_finite(ctx, "ppo", step, saved["last"], **quantities)
 
-    print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts, "
+    samples = "" if n_samples == 1 else (f" x {n_samples} samples" + (" (group baseline)" if cfg.group_baseline
+                                                                         else ""))
+    print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts{samples}, "
                 f"{cfg.ppo_epochs} epochs x {minibatches_per_epoch} minibatches of {cfg.train_batch_size} "
                 f"({cfg.micro_train_batch_size} x {local_minibatch // cfg.micro_train_batch_size} accumulation x "
                 f"{ctx.world_size} processes{'' if ctx.world_size == 1 else ', ' + cfg.strategy}), "
@@ -468,7 +483,7 @@ def train(
         shuffle = update_generator(cfg.seed, step, 0)
 
         # ---- 1. rollout: sample, then score with the reward and both policies ------------
-        indices = prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)]
+        indices = [i for i in prompt_batch(step)[rank_slice(ctx, cfg.rollout_batch_size)] for _ in range(n_samples)]
         with full_params(ddp_policy), full_params(sharded_ref), full_params(ddp_critic):
             batch = rollout(policy, ref_policy, critic, score_fn, tokenizer, [prompts[i] for i in indices], indices,
                             cfg, generator)
@@ -485,7 +500,9 @@ def train(
         # Per-token parts of a score go to their tokens, except in a response that never
         # ended: the penalty replaced its whole score.
         token_scores = None if batch.token_scores is None else batch.token_scores * batch.ended[:, None]
-        batch.rewards = per_token_rewards(batch.scores, kl, mask, kl_controller.value, token_scores)
+        # With the group baseline the EOS is paid what the score beat its prompt's other samples by.
+        paid = leave_one_out(batch.scores, n_samples) if cfg.group_baseline else batch.scores
+        batch.rewards = per_token_rewards(paid, kl, mask, kl_controller.value, token_scores)
         guard(step + 1, reward=float(batch.rewards.sum()))
         gae_rewards = whiten(batch.rewards, mask, shift_mean=False) if cfg.whiten_rewards else batch.rewards
         advantages, batch.returns = compute_gae(gae_rewards, batch.values, mask, cfg.gamma, cfg.lambd)
@@ -541,7 +558,7 @@ def train(
             "eos_rate": float(batch.ended.sum()), "response_length": float(mask.sum()),
             "explained_variance": explained_variance(batch.values, batch.returns, mask) * local_rollout,
             "entropy": batch.entropy * local_rollout, "tokens": float(batch.attention_mask.sum())})
-        n = cfg.rollout_batch_size
+        n = cfg.rollout_batch_size * n_samples
         kl_coef = kl_controller.value                             # the coefficient this rollout's rewards used
         kl_controller.update(episodes["kl"] / n, n)
         dt = time.perf_counter() - t0

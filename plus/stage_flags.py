@@ -240,7 +240,7 @@ def add_stage_defaults_to_help(p: argparse.ArgumentParser) -> None:
             action.help += f"default by stage: {', '.join(per_stage)}"
 
 
-PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "ppo_epochs", "critic_learning_rate", "temperature",
+PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "n_samples_per_prompt", "group_baseline", "ppo_epochs", "critic_learning_rate", "temperature",
              "missing_eos_penalty", "reward_clip", "whiten_rewards", "init_kl_coef", "kl_target", "kl_horizon",
              "kl_estimator", "gamma", "lambd", "eps_clip", "value_clip", "vf_coef")
 
@@ -250,6 +250,11 @@ def add_ppo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward_pretrain", default=None, help="ppo: the reward model (default <out_dir>/rm); "
                                                            "it also initializes the critic")
     p.add_argument("--rollout_batch_size", type=int, default=None, help="ppo: prompts per update, all processes")
+    p.add_argument("--n_samples_per_prompt", type=int, default=None,
+                   help="ppo: responses sampled per prompt (1); --train_batch_size counts responses")
+    p.add_argument("--group_baseline", action="store_true",
+                   help="ppo: pay each response its score less the mean of its prompt's other samples' "
+                        "(leave-one-out; needs --n_samples_per_prompt >= 2)")
     p.add_argument("--ppo_epochs", type=int, default=None, help="ppo: passes over each rollout batch")
     p.add_argument("--critic_learning_rate", type=float, default=None)
     p.add_argument("--temperature", type=float, default=None, help="ppo: sampling temperature (0.7)")
@@ -436,7 +441,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     if args.lm_loss_coeff is not None and args.lm_loss_coeff < 0:
         parser.error("--lm_loss_coeff must be >= 0")
     for flag in ("train_batch_size", "micro_train_batch_size", "max_steps", "max_epochs", "max_len", "prompt_max_len",
-                 "generate_max_len", "rollout_batch_size", "ppo_epochs", "save_steps"):
+                 "generate_max_len", "rollout_batch_size", "n_samples_per_prompt", "ppo_epochs", "save_steps"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be > 0, got {getattr(args, flag)}")
     for flag in ("n_eval", "eval_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "learning_rate",
@@ -444,6 +449,9 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     check_ppo_args(args, parser)
+    if args.group_baseline and (args.n_samples_per_prompt or 1) < 2:
+        parser.error("--group_baseline compares a prompt's samples with each other: it needs "
+                     "--n_samples_per_prompt >= 2")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from plus.gae import compute_gae, whiten
+from plus.gae import compute_gae, leave_one_out, whiten
 
 
 def test_gae_hand_worked_left_and_right_padding():
@@ -115,3 +115,22 @@ def test_whiten_matches_numpy(shift_mean):
 def test_whiten_needs_two_positions():
     with pytest.raises(ValueError, match="at least 2"):
         whiten(torch.randn(2, 3), torch.tensor([[0, 1, 0], [0, 0, 0]]))
+
+
+def test_leave_one_out_by_hand():
+    # Two prompts, three samples each: each score less the mean of its group's other two.
+    scores = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 13.0])
+    # 1 - (2 + 3) / 2, 2 - (1 + 3) / 2, 3 - (1 + 2) / 2; 10 - (10 + 13) / 2 twice, 13 - (10 + 10) / 2
+    expected = torch.tensor([-1.5, 0.0, 1.5, -1.5, -1.5, 3.0])
+    torch.testing.assert_close(leave_one_out(scores, 3), expected)
+    # Whatever the group's samples share cancels: a constant added to one group changes nothing.
+    shifted = scores + torch.tensor([0.0, 0.0, 0.0, 100.0, 100.0, 100.0])
+    torch.testing.assert_close(leave_one_out(shifted, 3), expected)
+    # Pairs: each is paid its difference from the other.
+    torch.testing.assert_close(leave_one_out(torch.tensor([0.25, -0.5]), 2), torch.tensor([0.75, -0.75]))
+
+
+def test_leave_one_out_needs_whole_groups_of_two_or_more():
+    for scores, n in ((torch.zeros(4), 1), (torch.zeros(5), 2), (torch.zeros(2, 2), 2)):
+        with pytest.raises(ValueError, match="groups of n >= 2"):
+            leave_one_out(scores, n)

@@ -4,6 +4,7 @@ the z that were scored, and `train.py --stage plus` for every method on a tiny m
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from plus.reward_head import RewardModel
 from plus.stage_flags import PLUS_REWARD_WARMUP
 from plus.tokenizer import Tokenizer
 from plus.world import World
+from plus.world.personas import Persona
 
 CUE = plus_trainer.PREFERENCE_CUE
 
@@ -166,6 +168,44 @@ def test_the_reward_model_update_sees_exactly_the_z_that_were_scored(tok, tmp_pa
     assert all(-10 <= m["summarizer_reward"] <= 0 for m in lines)
     assert (tmp_path / "reward_model" / "model.safetensors").exists()
     assert (tmp_path / "summarizer" / "model.safetensors").exists()
+
+
+def test_with_two_z_per_user_the_pass_reads_each_user_s_comparison_once_with_each_z(tok, tmp_path, monkeypatch):
+    passes, reward_model_pass = [], plus_trainer.reward_model_pass
+
+    def recording_pass(model, optimizer, pairs, *args, **kwargs):
+        passes.append([p.source for p in pairs])
+        return reward_model_pass(model, optimizer, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(plus_trainer, "reward_model_pass", recording_pass)
+    cfg = ppo.PPOConfig(max_steps=2, rollout_batch_size=2, n_samples_per_prompt=2, group_baseline=True,
+                        train_batch_size=2, micro_train_batch_size=2, ppo_epochs=1, generate_max_len=8,
+                        init_kl_coef=0.01, no_progress=True)
+    records = hand_records(4)
+    updated = {}
+    for method in ("plus", "oracle"):
+        policy = tiny_policy(tok)
+        rm = RecordingRewardModel(policy.config, tok)
+        rm.backbone.load_state_dict(policy.state_dict())
+        settings = plus_trainer.PlusSettings(method=method, prompt_max_len=200, response_max_len=8)
+        plus_trainer.train(summarizer=policy, ref_summarizer=tiny_policy(tok), reward_model=rm, tokenizer=tok,
+                           records=records, out_dir=tmp_path / method, config={"model": policy.config.to_dict()},
+                           cfg=cfg, settings=settings)
+        updated[method] = [z for training, z in rm.seen if training]
+        # Each update's pass reads its two users' comparisons twice each (once with each z).
+        assert len(passes) == 2 and all(sorted(Counter(p).values()) == [2, 2] for p in passes)
+        passes.clear()
+        if method == "plus":
+            scored = [z for training, z in rm.seen if not training]
+            assert len(scored) == 2 * 4  # 2 users x 2 z per update
+            for step in range(2):
+                assert sorted(scored[4 * step:4 * step + 4]) == sorted(updated["plus"][4 * step:4 * step + 4])
+    # The oracle's pass takes the same steps on the same comparisons, with its one z (a user's two
+    # identical comparisons share one row).
+    assert set(updated["oracle"]) == {Persona(("brief",)).text}
+    plus_users = [json.loads(line) for line in (tmp_path / "plus" / "summarizer" / "metrics.jsonl").read_text()
+                  .splitlines()]
+    assert [m["step"] for m in plus_users] == [1, 2]
 
 
 # ---- the command line --------------------------------------------------------------------------

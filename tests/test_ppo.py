@@ -270,6 +270,44 @@ def test_missing_eos_penalty_and_reward_layout_inside_the_loop(tiny, tmp_path):
         torch.testing.assert_close(rollout.rewards[i], row, atol=1e-6, rtol=0)
 
 
+def test_several_samples_per_prompt_are_paid_against_each_other(tiny, tmp_path):
+    # 4 prompts x 3 samples; the score is the prompt's index (shared by its samples, what
+    # the group baseline must cancel) plus the response's length.
+    cfg = ppo.PPOConfig(max_steps=1, rollout_batch_size=4, n_samples_per_prompt=3, group_baseline=True,
+                        train_batch_size=6, micro_train_batch_size=3, ppo_epochs=1, generate_max_len=6,
+                        missing_eos_penalty=-2.0, no_progress=True)
+
+    def score_fn(prompts, responses, indices):
+        return torch.tensor([float(i + len(r)) for i, r in zip(indices, responses)])
+
+    seen, _ = capture_rollouts(tiny, cfg, tmp_path, score_fn=score_fn)
+    rollout, stats = seen[0]
+    indices = rollout.prompt_indices
+    assert len(indices) == 12 and len(set(indices)) == 4
+    assert all(indices[3 * g:3 * g + 3] == [indices[3 * g]] * 3 for g in range(4))  # each prompt's samples together
+    lengths = rollout.response_mask.sum(1).tolist()
+    assert len({tuple(r) for r in rollout.response_lists()}) > 4  # a prompt's samples differ
+    # What the scorer said (clipped to 10), the penalty where a response never ended ...
+    raw = [min(float(i + n), 10.0) if e else -2.0 for i, n, e in zip(indices, lengths, rollout.ended.tolist())]
+    torch.testing.assert_close(rollout.scores, torch.tensor(raw))
+    assert stats["score"] == pytest.approx(sum(raw) / 12, rel=1e-6)  # the log keeps the scores themselves
+    # ... and what the EOS was paid: each score less the mean of its prompt's two other samples'
+    # (no KL yet: the policy is the reference at the first update).
+    paid = [raw[k] - sum(raw[j] for j in range(3 * (k // 3), 3 * (k // 3) + 3) if j != k) / 2 for k in range(12)]
+    torch.testing.assert_close(rollout.rewards.sum(1), torch.tensor(paid), atol=1e-5, rtol=0)
+    last = rollout.response_mask.sum(1) - 1
+    assert all(float(rollout.rewards[k, last[k]]) == pytest.approx(paid[k], abs=1e-5) for k in range(12))
+
+
+def test_group_baseline_needs_two_samples_per_prompt(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "ppo", "--group_baseline"])
+    assert "--group_baseline compares a prompt's samples with each other" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--stage", "rm", "--n_samples_per_prompt", "2"])
+    assert "--n_samples_per_prompt only applies to --stage ppo" in capsys.readouterr().err
+
+
 def test_accumulated_micro_batches_match_one_big_micro_batch(tiny, tmp_path):
     # The losses are token means over the whole minibatch, whatever its split into micro-
     # batches. To see the gradient itself in the weights: AdamW with a huge eps takes the
