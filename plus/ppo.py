@@ -466,9 +466,10 @@ def train(
     def guard(step: int, **quantities: float) -> None:
         check_finite(ctx, "ppo", step, saved["last"], **quantities)
 
-    samples = "" if n_samples == 1 else (f" x {n_samples} samples" + (" (group baseline)" if cfg.group_baseline
-                                                                         else ""))
-    print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {cfg.rollout_batch_size} rollouts{samples}, "
+    rollouts = (f"{cfg.rollout_batch_size} rollouts" if n_samples == 1 else
+                f"{cfg.rollout_batch_size} prompts x {n_samples} samples" + (" (group baseline)" if cfg.group_baseline
+                                                                             else ""))
+    print0(ctx, f"[ppo] {len(prompts)} prompts, {cfg.max_steps} updates of {rollouts}, "
                 f"{cfg.ppo_epochs} epochs x {minibatches_per_epoch} minibatches of {cfg.train_batch_size} "
                 f"({cfg.micro_train_batch_size} x {local_minibatch // cfg.micro_train_batch_size} accumulation x "
                 f"{ctx.world_size} processes{'' if ctx.world_size == 1 else ', ' + cfg.strategy}), "
