@@ -28,7 +28,10 @@ from plus.tokenizer import Tokenizer
 from plus.world import World
 from ddp_helpers import ddp_worker, free_port
 
-METHODS = ("plus", "bt")
+# (run, method, extra flags): the plus run with two z per user (each rank samples both of
+# its users' z) as well as one
+RUNS = (("plus", "plus", ()), ("bt", "bt", ()),
+        ("plus_n2", "plus", ("--rollout_batch_size", "2", "--n_samples_per_prompt", "2", "--group_baseline")))
 RM_LR = 1e-3
 
 
@@ -42,12 +45,13 @@ def sft(tmp_path_factory):
     return path
 
 
-def flags(sft, out_dir, method: str) -> list[str]:
+def flags(sft, out_dir, method: str, *extra: str) -> list[str]:
     return ["--stage", "plus", "--init_from", str(sft), "--out_dir", str(out_dir), "--population", "p2",
             "--method", method, "--n_users", "4", "--max_steps", "2", "--rollout_batch_size", "4",
             "--train_batch_size", "2", "--micro_train_batch_size", "1", "--ppo_epochs", "1",
             "--generate_max_len", "8", "--prompt_max_len", "240", "--warm_start_steps", "1", "--grounding_steps", "1",
-            "--temperature", "1e-4", "--learning_rate", "0", "--critic_learning_rate", str(RM_LR), "--no_progress"]
+            "--temperature", "1e-4", "--learning_rate", "0", "--critic_learning_rate", str(RM_LR), "--no_progress",
+            *extra]
 
 
 def metrics(out_dir, method: str) -> list[dict]:
@@ -56,18 +60,18 @@ def metrics(out_dir, method: str) -> list[dict]:
 
 
 def test_two_processes_make_the_one_process_update(sft, tmp_path):
-    for method in METHODS:
-        assert train.main(flags(sft, tmp_path / "one", method)) == 0
-    runs = [flags(sft, tmp_path / "two", method) for method in METHODS]
+    for run, method, extra in RUNS:
+        assert train.main(flags(sft, tmp_path / "one" / run, method, *extra)) == 0
+    runs = [flags(sft, tmp_path / "two" / run, method, *extra) for run, method, extra in RUNS]
     torch.multiprocessing.spawn(ddp_worker, args=([free_port() for _ in runs], runs), nprocs=2, join=True)
-    for method in METHODS:
-        one, two = metrics(tmp_path / "one", method), metrics(tmp_path / "two", method)
+    for run, method, _ in RUNS:
+        one, two = metrics(tmp_path / "one" / run, method), metrics(tmp_path / "two" / run, method)
         assert [m["step"] for m in one] == [m["step"] for m in two] == [1, 2]
         for a, b in zip(one, two):
             for key in ("rm_loss", "rm_accuracy", "summarizer_reward") if method == "plus" else ("rm_loss",
                                                                                                  "rm_accuracy"):
                 assert abs(a[key] - b[key]) <= 1e-4 * abs(a[key]) + 1e-7, (method, key, one, two)
-        weights = [load_file(str(d / "plus" / "p2" / method / "reward_model" / "model.safetensors"))
+        weights = [load_file(str(d / run / "plus" / "p2" / method / "reward_model" / "model.safetensors"))
                    for d in (tmp_path / "one", tmp_path / "two")]
         assert weights[0].keys() == weights[1].keys()
         for name in weights[0]:
