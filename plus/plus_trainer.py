@@ -58,9 +58,9 @@ critic cannot see from c and z, cancels. The Bradley–Terry pass then reads the
 training comparison once with each z.
 
 The baselines train the same reward model on the same batches with the same number of
-steps (a user's comparison n times where PLUS samples n z), and differ only in what it reads in place of z (`METHODS`): nothing (Bradley–Terry),
-the raw context (in-context), a z the initial summarizer wrote once (untrained), or the
-persona's own description (oracle).
+steps (a user's comparison n times where PLUS samples n z), and differ only in what it
+reads in place of z (`METHODS`): nothing (Bradley–Terry), the raw context (in-context), a
+z the initial summarizer wrote once (untrained), or the persona's own description (oracle).
 
 Under torchrun each process samples and scores its contiguous share of the batch's users
 (plus/ppo.py's split), and the summarizer and its critic train under DDP as in PPO. The
