@@ -241,8 +241,9 @@ def add_stage_defaults_to_help(p: argparse.ArgumentParser) -> None:
 
 
 PPO_FLAGS = ("reward_pretrain", "rollout_batch_size", "n_samples_per_prompt", "group_baseline", "ppo_epochs",
-             "critic_learning_rate", "temperature", "missing_eos_penalty", "reward_clip", "whiten_rewards", "init_kl_coef", "kl_target", "kl_horizon",
-             "kl_estimator", "gamma", "lambd", "eps_clip", "value_clip", "vf_coef")
+             "critic_learning_rate", "temperature", "missing_eos_penalty", "reward_clip", "whiten_rewards",
+             "init_kl_coef", "kl_target", "kl_horizon", "kl_estimator", "gamma", "lambd", "eps_clip", "value_clip",
+             "vf_coef")
 
 
 def add_ppo_args(p: argparse.ArgumentParser) -> None:
